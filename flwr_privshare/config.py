@@ -1,0 +1,175 @@
+"""The run configuration: every ``--run-config`` key, its default, its type and its check.
+
+Both the ServerApp and the ClientApp parse ``context.run_config`` through
+:meth:`ExperimentConfig.from_run_config`, so bad input fails with a message that names the
+key and what is allowed before any data is loaded or any round starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .data import PARTITIONERS
+from .models import MODEL_NAMES
+from .train import OPTIMIZERS
+from .visualmixer.mixer import is_power_of_two
+
+PROTECTIONS = ("none", "visualmixer")
+
+
+class ConfigError(ValueError):
+    """A run-config value that is not allowed."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Validated run configuration (field ``learning_rate`` is run-config key ``learning-rate``).
+
+    Attributes:
+        num_server_rounds: federated rounds.
+        local_epochs: epochs per client per round.
+        batch_size: client batch size.
+        learning_rate: client learning rate.
+        optimizer: one of :data:`~flwr_privshare.train.OPTIMIZERS`.
+        model: one of :data:`~flwr_privshare.models.MODEL_NAMES`, or "auto" (by image shape).
+        dataset: Hugging Face hub id, used when ``data_dir`` is empty.
+        data_dir: local folder with ``train.parquet`` and ``test.parquet``.
+        partitioner: "iid" or "dirichlet".
+        dirichlet_alpha: concentration of the Dirichlet partitioner.
+        seed: fixes partitions, client RNGs, model initialisation and the server's RNGs.
+        output_dir: folder that receives the run folder (use an absolute path with ``flwr run``).
+        run_name: name of the run folder; empty: derived from method, data set, seed and time.
+        protection: "none" or "visualmixer".
+        fraction_train: fraction of clients sampled per round.
+        public_size: rows of the training split kept for the server (never given to a client).
+        samples_per_client: cap on each client's partition (0: no cap).
+        test_size: cap on the test rows used for central evaluation (0: all).
+        vim_window_min: VisualMixer's smallest window (power of two).
+        vim_window_max: VisualMixer's largest window (power of two).
+        vim_channel_shuffle: also permute channels independently.
+        oracle_epochs: epochs of the oracle classifier trained on the public split (0: skip).
+    """
+
+    num_server_rounds: int = 5
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"
+    model: str = "auto"
+    dataset: str = "uoft-cs/cifar10"
+    data_dir: str = ""
+    partitioner: str = "iid"
+    dirichlet_alpha: float = 0.5
+    seed: int = 42
+    output_dir: str = "~/flwr-privshare-results"
+    run_name: str = ""
+    protection: str = "visualmixer"
+    fraction_train: float = 1.0
+    public_size: int = 5000
+    samples_per_client: int = 0
+    test_size: int = 0
+    vim_window_min: int = 2
+    vim_window_max: int = 8
+    vim_channel_shuffle: bool = True
+    oracle_epochs: int = 3
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All run-config keys (kebab-case)."""
+        return [field.name.replace("_", "-") for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> ExperimentConfig:
+        """Parse and validate a Flower run config; unset keys take their defaults.
+
+        Raises:
+            ConfigError: naming the key and what is allowed.
+        """
+        allowed = set(cls.keys())
+        unknown = sorted(set(run_config) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown run-config key(s) {unknown}; allowed keys: {sorted(allowed)}")
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            key = field.name.replace("_", "-")
+            if key in run_config:
+                values[field.name] = _coerce(key, run_config[key], type(field.default))
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_run_config(self) -> dict[str, Any]:
+        """The config as kebab-case run-config keys."""
+        return {field.name.replace("_", "-"): getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def validate(self) -> None:
+        """Check every value that does not depend on the data."""
+        for key in ("num-server-rounds", "local-epochs", "batch-size"):
+            _require(self._get(key) > 0, key, self._get(key), "a positive integer")
+        for key in ("public-size", "samples-per-client", "test-size", "oracle-epochs"):
+            _require(self._get(key) >= 0, key, self._get(key), "a non-negative integer")
+        _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a positive number")
+        _require(self.dirichlet_alpha > 0, "dirichlet-alpha", self.dirichlet_alpha, "a positive number")
+        _require(0 < self.fraction_train <= 1, "fraction-train", self.fraction_train, "a number in (0, 1]")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _require(self.protection in PROTECTIONS, "protection", self.protection, f"one of {PROTECTIONS}")
+        _require(self.partitioner in PARTITIONERS, "partitioner", self.partitioner, f"one of {PARTITIONERS}")
+        models = ("auto", *MODEL_NAMES)
+        _require(self.model in models, "model", self.model, f"one of {models}")
+        _require(bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty")
+        _require(bool(self.output_dir), "output-dir", self.output_dir, "a folder path")
+        for key in ("vim-window-min", "vim-window-max"):
+            _require(is_power_of_two(self._get(key)), key, self._get(key), "a power of two (1, 2, 4, 8, ...)")
+        _require(
+            self.vim_window_min <= self.vim_window_max,
+            "vim-window-min",
+            self.vim_window_min,
+            f"at most vim-window-max ({self.vim_window_max})",
+        )
+
+    def validate_image_shape(self, image_shape: tuple[int, int, int]) -> None:
+        """Check the values that depend on the images (window sizes against the image size)."""
+        side = min(image_shape[1:])
+        _require(
+            self.vim_window_max <= side,
+            "vim-window-max",
+            self.vim_window_max,
+            f"at most the image size {image_shape[1]}x{image_shape[2]}",
+        )
+
+    def _get(self, key: str) -> Any:
+        return getattr(self, key.replace("-", "_"))
+
+
+def _require(condition: bool, key: str, value: object, allowed: str) -> None:
+    if not condition:
+        raise ConfigError(f"run-config key {key!r} is {value!r}; it must be {allowed}")
+
+
+def _coerce(key: str, value: object, kind: type) -> Any:
+    """Convert a run-config value to the field's type, refusing lossy conversions."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"run-config key {key!r} is {value!r}; it must be of type {kind.__name__}")
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed derived from the run seed and a purpose (e.g. ``"vim", partition_id``)."""
+    text = ":".join(str(part) for part in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

@@ -1,0 +1,220 @@
+"""Image data: a Hugging Face hub id or a local folder of parquet files, decoded once.
+
+Images are decoded once per process into a ``uint8`` ``(N, C, H, W)`` tensor and cached on
+disk, keyed by a hash of the parquet file (local) or the dataset fingerprint (hub), so the
+next process loads the cache in a fraction of a second instead of decoding 50k JPEGs.
+
+Partitions come from flwr-datasets partitioners, addressed by partition id and seeded.
+The training split is first shuffled with the run seed; a public split (for the server,
+oracles and attackers) is cut from its head and the clients share the rest, so the public
+split is disjoint from every client.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+IMAGE_COLUMNS = ("img", "image")
+LABEL_COLUMN = "label"
+PARTITIONERS = ("iid", "dirichlet")
+CACHE_ENV = "FLWR_PRIVSHARE_CACHE"
+
+
+class DataError(ValueError):
+    """A data set, folder or partitioning request that cannot be served."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Decoded images and labels.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8.
+        labels: ``(N,)`` int64.
+        num_classes: number of classes of the full data set.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        channels, height, width = self.images.shape[1:]
+        return int(channels), int(height), int(width)
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageDataset:
+        """The rows ``indices`` (a copy)."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return ImageDataset(self.images[index], self.labels[index], self.num_classes)
+
+    def head(self, count: int) -> ImageDataset:
+        """The first ``count`` rows (all when ``count`` is 0 or exceeds the size)."""
+        if count <= 0 or count >= len(self):
+            return self
+        return ImageDataset(self.images[:count], self.labels[:count], self.num_classes)
+
+
+def cache_dir() -> Path:
+    """Where decoded data sets are cached: ``$FLWR_PRIVSHARE_CACHE`` or ``~/.cache/flwr-privshare``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "flwr-privshare"))
+
+
+def local_split_path(data_dir: str, split: str) -> Path:
+    """``<data_dir>/<split>.parquet``, with a clear error when it is missing."""
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data-dir {data_dir!r} is not a folder; expected a folder with train.parquet and test.parquet")
+    path = folder / f"{split}.parquet"
+    if not path.is_file():
+        present = sorted(p.name for p in folder.glob("*.parquet")) or "no parquet files"
+        raise DataError(
+            f"data-dir {data_dir!r} has no {split}.parquet (found: {present}); "
+            "expected train.parquet and test.parquet in the Hugging Face hub's schema"
+        )
+    return path
+
+
+def load_split(dataset: str, split: str, data_dir: str = "") -> ImageDataset:
+    """Load ``split`` ("train" or "test") from ``data_dir`` when set, else from the hub id ``dataset``.
+
+    Decoding happens once per process and once per machine (on-disk cache).
+    """
+    if data_dir:
+        path = local_split_path(data_dir, split)
+        return _load_cached(_file_digest(str(path)), lambda: pq.read_table(path))
+    return _load_hub_split(dataset, split)
+
+
+def _load_hub_split(dataset: str, split: str) -> ImageDataset:
+    """Load from the Hugging Face hub (network or the local hub cache)."""
+    from datasets import load_dataset
+
+    hub = load_dataset(dataset, split=split)
+    key = hashlib.sha256(f"{dataset}:{split}:{hub._fingerprint}".encode()).hexdigest()
+    return _load_cached(key, lambda: hub.data.table)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_MEMORY_CACHE: dict[str, ImageDataset] = {}
+
+
+def _load_cached(key: str, read_table: Callable[[], pa.Table]) -> ImageDataset:
+    """Return the decoded data set for ``key`` from memory, disk, or by decoding ``read_table()``."""
+    if key in _MEMORY_CACHE:
+        return _MEMORY_CACHE[key]
+    path = cache_dir() / f"{key}.pt"
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)
+        data = ImageDataset(stored["images"], stored["labels"], int(stored["num_classes"]))
+    else:
+        data = decode_table(read_table())
+        _atomic_torch_save(
+            {"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path
+        )
+    _MEMORY_CACHE[key] = data
+    return data
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(obj, handle)
+    os.replace(handle.name, path)
+
+
+def decode_table(table: pa.Table) -> ImageDataset:
+    """Decode an arrow table in the hub's image schema (``img``/``image`` + ``label``)."""
+    column = next((name for name in IMAGE_COLUMNS if name in table.column_names), None)
+    if column is None or LABEL_COLUMN not in table.column_names:
+        raise DataError(
+            f"expected an image column {IMAGE_COLUMNS} and a {LABEL_COLUMN!r} column, "
+            f"found {table.column_names}"
+        )
+    encoded = table.column(column).combine_chunks().field("bytes").to_pylist()
+    arrays = [np.asarray(Image.open(io.BytesIO(blob))) for blob in encoded]
+    stacked = np.stack(arrays)
+    images = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+    labels = torch.tensor(table.column(LABEL_COLUMN).to_numpy(), dtype=torch.int64)
+    return ImageDataset(torch.from_numpy(np.ascontiguousarray(images)), labels, _num_classes(table, labels))
+
+
+def _num_classes(table: pa.Table, labels: torch.Tensor) -> int:
+    """Class count from the hub's ClassLabel metadata, else ``max(label) + 1``."""
+    metadata = (table.schema.metadata or {}).get(b"huggingface")
+    if metadata:
+        features = json.loads(metadata).get("info", {}).get("features", {})
+        names = features.get(LABEL_COLUMN, {}).get("names")
+        if names:
+            return len(names)
+    return int(labels.max()) + 1
+
+
+def split_public(num_rows: int, public_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle ``range(num_rows)`` with ``seed``; return ``(public, private)`` row indices."""
+    if not 0 <= public_size < num_rows:
+        raise DataError(f"public-size must be in [0, {num_rows}), got {public_size}")
+    order = np.random.default_rng(seed).permutation(num_rows)
+    return order[:public_size], order[public_size:]
+
+
+def partition_rows(
+    labels: torch.Tensor,
+    rows: np.ndarray,
+    *,
+    partitioner: str,
+    num_partitions: int,
+    partition_id: int,
+    seed: int,
+    dirichlet_alpha: float = 0.5,
+) -> np.ndarray:
+    """The ``rows`` (indices into ``labels``) that belong to ``partition_id``, via flwr-datasets.
+
+    Args:
+        labels: labels of the whole split.
+        rows: candidate rows, already shuffled with the run seed (``IidPartitioner`` cuts
+            contiguous shards of the rows as given).
+        partitioner: "iid" or "dirichlet" (``DirichletPartitioner`` over the labels).
+    """
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
+
+    if partitioner not in PARTITIONERS:
+        raise DataError(f"partitioner must be one of {PARTITIONERS}, got {partitioner!r}")
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
+    impl: Partitioner
+    if partitioner == "iid":
+        impl = IidPartitioner(num_partitions=num_partitions)
+    else:
+        impl = DirichletPartitioner(
+            num_partitions=num_partitions, partition_by=LABEL_COLUMN, alpha=dirichlet_alpha, seed=seed
+        )
+    impl.dataset = Dataset.from_dict({LABEL_COLUMN: labels[rows].tolist(), "row": rows.tolist()})
+    return np.asarray(impl.load_partition(partition_id)["row"], dtype=np.int64)

@@ -1,0 +1,133 @@
+"""The run folder: ``config.json``, ``rounds.csv``, ``summary.json`` and plots, written atomically.
+
+A run writes into ``<output-dir>/.<run-name>.incomplete/`` and the folder is renamed to
+``<output-dir>/<run-name>/`` only by :meth:`RunFolder.finish`, so a crashed or rejected run
+never leaves a folder that looks complete; :meth:`RunFolder.abort` removes it. Every file
+is written to a temporary name and moved into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("flwr-privshare", "flwr", "flwr-datasets", "torch", "torchvision", "numpy", "ray")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a result, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``rows`` as CSV with the union of their keys as columns, atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+class RunFolder:
+    """One run's results folder.
+
+    Args:
+        output_dir: parent folder.
+        run_name: folder name; it must not exist yet.
+        config: the resolved run configuration, stored in ``config.json`` with the seed
+            and package versions.
+        seed: the run seed.
+    """
+
+    def __init__(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any], seed: int) -> None:
+        self.final_path = Path(output_dir).expanduser().resolve() / run_name
+        if self.final_path.exists():
+            raise FileExistsError(f"run folder {self.final_path} already exists; choose another run-name")
+        self.path = self.final_path.with_name(f".{run_name}.incomplete")
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        self.rounds: list[dict[str, Any]] = []
+        atomic_write_json(
+            self.path / "config.json",
+            {"config": dict(config), "seed": seed, "versions": package_versions()},
+        )
+
+    def add_round(self, row: Mapping[str, Any]) -> None:
+        """Append one round's metrics and rewrite ``rounds.csv``."""
+        self.rounds.append(dict(row))
+        atomic_write_csv(self.path / "rounds.csv", self.rounds)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Write ``<name>`` (JSON) into the run folder, atomically."""
+        atomic_write_json(self.path / name, obj)
+
+    def finish(self, summary: Mapping[str, Any], plots: Mapping[str, Sequence[str]]) -> Path:
+        """Write ``summary.json`` and one PNG per ``{file stem: [rounds.csv columns]}``, then publish.
+
+        Returns:
+            The final run folder.
+        """
+        atomic_write_json(self.path / "summary.json", dict(summary))
+        for stem, columns in plots.items():
+            self._plot_rounds(stem, columns)
+        os.replace(self.path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        """Remove the incomplete folder (a run that failed leaves nothing behind)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _plot_rounds(self, stem: str, columns: Sequence[str]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for column in columns:
+            points = [(row["round"], row[column]) for row in self.rounds if row.get(column) is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=column)
+        ax.set_xlabel("round")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        target = self.path / f"{stem}.png"
+        temporary = target.with_suffix(".tmp.png")
+        fig.savefig(temporary, dpi=120)
+        plt.close(fig)
+        os.replace(temporary, target)

@@ -1,0 +1,145 @@
+"""ServerApp behaviour of the FedAvg experiments (plain and VisualMixer).
+
+The server validates the run config and the data before creating anything, evaluates
+the global model centrally after every round (on the VisualMixer-shuffled test set, the
+deployed setting, and on the plain test set), records each round, and finishes the run
+folder with ``summary.json``, the accuracy plot and the final model. With VisualMixer it
+also reports the privacy side: the window bounds, the VFE gain on the test set and the
+oracle recognition (a classifier trained on the plain public split, shown the shuffled
+test images).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid
+
+from flwr_privshare.strategies import RecordedFedAvg
+
+from .attacks import oracle_recognition
+from .config import ExperimentConfig, derive_seed
+from .data import ImageDataset, load_split, split_public
+from .models import build_model, model_name_for
+from .results import RunFolder
+from .train import evaluate, get_device
+from .visualmixer import visual_mix
+
+
+def default_run_name(config: ExperimentConfig) -> str:
+    """``<protection>-<dataset>-s<seed>-<UTC time>``."""
+    dataset = Path(config.data_dir).name if config.data_dir else config.dataset.split("/")[-1]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{config.protection}-{dataset}-s{config.seed}-{stamp}"
+
+
+def central_evaluation(
+    model_name: str, num_classes: int, test_sets: dict[str, ImageDataset], primary: str
+) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """An ``evaluate_fn`` reporting ``accuracy``/``loss`` on ``test_sets[primary]`` and ``<name>_accuracy`` on each set."""
+    device = get_device()
+    model = build_model(model_name, num_classes)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        metrics: dict[str, float] = {}
+        for name, data in test_sets.items():
+            loss, accuracy = evaluate(model, data, device=device)
+            metrics[f"{name}_accuracy"] = accuracy
+            if name == primary:
+                metrics["accuracy"], metrics["loss"] = accuracy, loss
+        return MetricRecord(metrics)
+
+    return evaluate_fn
+
+
+def run_fedavg_experiment(grid: Grid, context: Context) -> Path:
+    """Run the plain or VisualMixer FedAvg experiment of ``context.run_config``; return the run folder."""
+    started = time.monotonic()
+    config = ExperimentConfig.from_run_config(context.run_config)
+    test = load_split(config.dataset, "test", config.data_dir).head(config.test_size)
+    config.validate_image_shape(test.image_shape)
+    train_split = load_split(config.dataset, "train", config.data_dir)
+    public_rows, _ = split_public(len(train_split), config.public_size, config.seed)
+    model_name = config.model if config.model != "auto" else model_name_for(test.image_shape)
+
+    test_sets = {"plain": test}
+    privacy: dict[str, Any] = {}
+    if config.protection == "visualmixer":
+        mixed = visual_mix(
+            test.images,
+            config.vim_window_min,
+            config.vim_window_max,
+            channel_shuffle=config.vim_channel_shuffle,
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, "visualmixer", "test")),
+        )
+        test_sets = {"mixed": ImageDataset(mixed.images, test.labels, test.num_classes), "plain": test}
+        privacy = {
+            "window_min": config.vim_window_min,
+            "window_max": config.vim_window_max,
+            "channel_shuffle": config.vim_channel_shuffle,
+            "vfe_plain": float(mixed.vfe_before.mean()),
+            "vfe_mixed": float(mixed.vfe_after.mean()),
+            "vfe_gain": float((mixed.vfe_after / mixed.vfe_before.clamp_min(1e-12)).mean()),
+        }
+    primary = "mixed" if config.protection == "visualmixer" else "plain"
+
+    random.seed(derive_seed(config.seed, "client-sampling"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "model-init"))
+        model = build_model(model_name, test.num_classes)
+
+    folder = RunFolder(config.output_dir, config.run_name or default_run_name(config), config.to_run_config(), config.seed)
+    try:
+        strategy = RecordedFedAvg(
+            folder,
+            fraction_train=config.fraction_train,
+            fraction_evaluate=0.0,
+            min_train_nodes=1,
+            min_available_nodes=1,
+        )
+        result = strategy.start(
+            grid,
+            ArrayRecord(model.state_dict()),
+            num_rounds=config.num_server_rounds,
+            evaluate_fn=central_evaluation(model_name, test.num_classes, test_sets, primary),
+        )
+        final = dict(result.evaluate_metrics_serverapp[config.num_server_rounds])
+        model.load_state_dict(result.arrays.to_torch_state_dict())
+        torch.save(model.state_dict(), folder.path / "model.pt")
+        if config.protection == "visualmixer" and config.oracle_epochs > 0:
+            oracle = oracle_recognition(
+                train_split.subset(public_rows),
+                test_sets,
+                model_name=model_name,
+                epochs=config.oracle_epochs,
+                seed=derive_seed(config.seed, "oracle"),
+                device=get_device(),
+            )
+            privacy["oracle_plain_accuracy"] = oracle["plain"]
+            privacy["oracle_recognition"] = oracle["mixed"]
+        summary = {
+            "method": "fedavg" if config.protection == "none" else f"fedavg+{config.protection}",
+            "protection": config.protection,
+            "dataset": config.data_dir or config.dataset,
+            "final_accuracy": final["accuracy"],
+            "final_plain_accuracy": final["plain_accuracy"],
+            "num_rounds": config.num_server_rounds,
+            "num_clients": len(list(grid.get_node_ids())),
+            "client_failures": sum(strategy.failures.values()),
+            "seed": config.seed,
+            "wall_time_s": round(time.monotonic() - started, 2),
+            "privacy": privacy,
+        }
+        plots = {"accuracy": [f"{name}_accuracy" for name in test_sets]}
+        return folder.finish(summary, plots)
+    except BaseException:
+        folder.abort()
+        raise

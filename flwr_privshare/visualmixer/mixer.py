@@ -1,0 +1,292 @@
+"""The non-uniform, VFE-guided pixel mixer of VisualMixer (Algorithm 1, Xu et al., NDSS 2024).
+
+Starting from the largest window ``window_max``, the image is tiled into blocks and each
+block's VFE is compared with the median VFE of the image's still-undecided blocks at that
+size. A block at or below the median (few visual features) is shuffled at this size; a
+block above it (detailed) is split into four and decided at half the size, down to
+``window_min``, where every block left is shuffled. Low-VFE regions therefore get large
+windows and detailed regions small ones.
+
+A shuffle permutes the pixel positions inside a window with all channels together and
+then permutes every channel independently. The composition of a uniform joint
+permutation with independent uniform per-channel permutations is again a set of
+independent uniform per-channel permutations, so with ``channel_shuffle=True`` we draw
+those directly in one sort; with ``channel_shuffle=False`` one permutation moves whole
+pixels.
+
+Everything is vectorised over the batch: per level, the image is reshaped into windows,
+the windows decided at that level are gathered, permuted by sorting random keys and
+written back. There is no Python loop over images, pixels or windows. Windows that hang
+over the right or bottom edge (e.g. 8x8 windows on 28x28 MNIST) are shuffled over the
+pixels they contain.
+
+The comparison uses ``<=`` rather than the paper's ``<``: with ``<`` a flat image (every
+block at the median) would be split down to the smallest window, the opposite of the
+intent, and ``<=`` guarantees that at least half of the undecided blocks settle per level.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .vfe import DEFAULT_REGION_SIZE, image_vfe, region_sums, squared_differences
+
+
+def is_power_of_two(value: object) -> bool:
+    """Whether ``value`` is an int of the form 2**k, k >= 0 (bools are not ints here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value & (value - 1) == 0
+
+
+def check_window_bounds(window_min: int, window_max: int, height: int, width: int) -> None:
+    """Raise ``ValueError`` unless ``1 <= window_min <= window_max <= min(H, W)`` are powers of two."""
+    for name, value in (("window_min", window_min), ("window_max", window_max)):
+        if not is_power_of_two(value):
+            raise ValueError(f"{name} must be a power of two (1, 2, 4, 8, ...), got {value!r}")
+    if window_min > window_max:
+        raise ValueError(f"window_min ({window_min}) must not exceed window_max ({window_max})")
+    if window_max > min(height, width):
+        raise ValueError(
+            f"window_max ({window_max}) must not exceed the image size {height}x{width}"
+        )
+
+
+@dataclass(frozen=True)
+class MixResult:
+    """What :func:`visual_mix` returns.
+
+    Attributes:
+        images: the shuffled batch, same shape and dtype as the input.
+        vfe_before: ``(B,)`` image VFE of the input (Eq. 4).
+        vfe_after: ``(B,)`` image VFE of the shuffled batch, the achieved VFE.
+        levels: ``(window_size, decided)`` per level, largest first; ``decided`` is a
+            ``(B, ceil(H / s), ceil(W / s))`` bool map of the blocks shuffled at size ``s``.
+    """
+
+    images: torch.Tensor
+    vfe_before: torch.Tensor
+    vfe_after: torch.Tensor
+    levels: tuple[tuple[int, torch.Tensor], ...]
+
+    def window_size_map(self) -> torch.Tensor:
+        """``(B, H, W)`` int tensor: the size of the window each pixel was shuffled in."""
+        height, width = self.images.shape[-2:]
+        sizes = torch.zeros(
+            (self.images.shape[0], height, width), dtype=torch.int64, device=self.images.device
+        )
+        for size, decided in self.levels:
+            pixels = decided.repeat_interleave(size, 1).repeat_interleave(size, 2)
+            sizes += size * pixels[:, :height, :width]
+        return sizes
+
+
+def assign_windows(
+    images: torch.Tensor, window_min: int, window_max: int
+) -> tuple[tuple[int, torch.Tensor], ...]:
+    """Decide the window size of every block (the recursion of Algorithm 1, per level).
+
+    Returns:
+        ``(window_size, decided)`` pairs from ``window_max`` down to ``window_min``; every
+        pixel lies in exactly one decided block.
+    """
+    check_window_bounds(window_min, window_max, *images.shape[-2:])
+    dx2, dy2 = squared_differences(images)
+    return _assign_windows(dx2.mean(dim=1), dy2.mean(dim=1), window_min, window_max)
+
+
+def _assign_windows(
+    energy_x: torch.Tensor, energy_y: torch.Tensor, window_min: int, window_max: int
+) -> tuple[tuple[int, torch.Tensor], ...]:
+    """:func:`assign_windows` on channel-mean squared differences ``(B, H, W-1)``, ``(B, H-1, W)``.
+
+    A block's VFE is compared as a mean per pixel, which orders full blocks exactly as
+    the paper's sum does and does not favour the partial blocks at the image's edges.
+    """
+    batch, height, width = energy_x.shape[0], energy_y.shape[1] + 1, energy_x.shape[2] + 1
+    size = window_max
+    undecided = torch.ones(
+        (batch, math.ceil(height / size), math.ceil(width / size)), dtype=torch.bool, device=energy_x.device
+    )
+    levels = []
+    while size > window_min:
+        block_vfe = region_sums(energy_x, energy_y, size) / _pixels_per_block(height, width, size, energy_x.device)
+        masked = torch.where(undecided, block_vfe, torch.full_like(block_vfe, math.nan))
+        median = masked.flatten(1).nanmedian(dim=1).values
+        decided = undecided & (block_vfe <= median[:, None, None])
+        levels.append((size, decided))
+        size //= 2
+        rows, cols = math.ceil(height / size), math.ceil(width / size)
+        undecided = (undecided & ~decided).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        undecided = undecided[:, :rows, :cols]
+    levels.append((size, undecided))
+    return tuple(levels)
+
+
+def _pixels_per_block(height: int, width: int, size: int, device: torch.device) -> torch.Tensor:
+    """``(rows, cols)`` count of image pixels in each block of a ``size`` grid."""
+    row_counts = (height - torch.arange(0, height, size, device=device)).clamp(max=size)
+    col_counts = (width - torch.arange(0, width, size, device=device)).clamp(max=size)
+    return (row_counts[:, None] * col_counts[None, :]).float()
+
+
+_ALL_PERMUTATIONS_OF_4 = torch.tensor(list(itertools.permutations(range(4))))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_layout(height: int, width: int, size: int, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """Flat pixel indices of every window of a ``size`` grid, valid pixels first.
+
+    Returns:
+        ``((rows * cols, size * size) int64, padded)``: row ``w`` lists the ``y * W + x``
+        indices of window ``w`` (row-major over the grid) with the pixels inside the
+        image first; positions of an edge window that fall outside the image hold the
+        dummy index ``H * W``. ``padded`` says whether any window has such positions.
+    """
+    rows, cols = math.ceil(height / size), math.ceil(width / size)
+    ys = torch.arange(rows * size, device=device).reshape(rows, 1, size, 1)
+    xs = torch.arange(cols * size, device=device).reshape(1, cols, 1, size)
+    inside = (ys < height) & (xs < width)
+    flat = torch.where(inside, ys * width + xs, torch.full_like(ys * xs, height * width))
+    flat = flat.permute(0, 2, 1, 3).reshape(rows, size, cols, size).permute(0, 2, 1, 3)
+    flat = flat.reshape(rows * cols, size * size)
+    valid_first = (flat == height * width).to(torch.uint8).argsort(dim=1, stable=True)
+    return flat.gather(1, valid_first), bool((flat == height * width).any())
+
+
+def _random_permutations(
+    count: int, n: int, padded_layout: torch.Tensor | None, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """``(count, n)`` independent uniform permutations of each window's valid positions.
+
+    ``padded_layout`` (``(count, n)`` layout rows, or ``None`` when no window is partial)
+    marks positions outside the image, which sort last and stay in place. For ``n == 4``
+    (2x2 windows) an index into the table of all 24 permutations is exactly uniform and
+    avoids sorting millions of 4-element rows; otherwise random keys are argsorted.
+    """
+    if padded_layout is None and n == 4:
+        table = _ALL_PERMUTATIONS_OF_4.to(device)
+        return table[torch.randint(0, 24, (count,), generator=generator, device=device)]
+    keys = torch.rand((count, n), generator=generator, device=device)
+    if padded_layout is not None:
+        keys = keys.masked_fill(padded_layout == padded_layout.max(), 2.0)
+    return keys.argsort(dim=-1)
+
+
+def _permutation_map(
+    shape: torch.Size,
+    levels: tuple[tuple[int, torch.Tensor], ...],
+    channel_shuffle: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``(B * C, H * W)`` source index of every output pixel: one window shuffle per pixel.
+
+    For each level, the decided windows draw permutations of their pixel positions
+    (one per channel when ``channel_shuffle``) and write ``source[dst] = layout[perm]``.
+    """
+    batch, channels, height, width = shape
+    device = levels[0][1].device
+    num_pixels = height * width
+    source = torch.empty((batch * channels, num_pixels + 1), dtype=torch.int64, device=device)
+    channel_offsets = torch.arange(channels, device=device)
+    for size, decided in levels:
+        layout, padded = _window_layout(height, width, size, device)
+        image_idx, window_idx = decided.flatten(1).nonzero(as_tuple=True)
+        count, n = window_idx.numel(), size * size
+        if count == 0:
+            continue
+        key_channels = channels if channel_shuffle else 1
+        local = layout[window_idx]  # (K, n)
+        pad_rows = local.repeat_interleave(key_channels, 0) if padded else None
+        perm = _random_permutations(count * key_channels, n, pad_rows, generator, device)
+        perm = perm.reshape(count, key_channels, n).expand(count, channels, n)
+        src = local[:, None, :].expand(count, channels, n).gather(-1, perm)
+        rows = (image_idx * channels)[:, None, None] + channel_offsets[None, :, None]
+        flat_dst = rows * (num_pixels + 1) + local[:, None, :]
+        source.view(-1)[flat_dst.reshape(-1)] = src.reshape(-1)
+    return source[:, :num_pixels]
+
+
+def visual_mix(
+    images: torch.Tensor,
+    window_min: int,
+    window_max: int,
+    *,
+    channel_shuffle: bool = True,
+    region_size: int = DEFAULT_REGION_SIZE,
+    generator: torch.Generator | None = None,
+) -> MixResult:
+    """Shuffle a batch with VisualMixer's VFE-guided windows (Algorithm 1).
+
+    Args:
+        images: ``(B, C, H, W)`` uint8 or float in [0, 1]; the output keeps the dtype.
+        window_min: smallest window side (the privacy lower bound), a power of two.
+        window_max: largest window side (the utility upper bound), a power of two.
+        channel_shuffle: also permute each channel independently inside its window.
+        region_size: region side for the reported image VFE.
+        generator: the source of randomness; pass a seeded one for reproducible output.
+
+    Returns:
+        A :class:`MixResult` with the shuffled batch and its VFE before and after.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+    check_window_bounds(window_min, window_max, *images.shape[-2:])
+    dx2, dy2 = squared_differences(images)
+    energy_x, energy_y = dx2.mean(dim=1), dy2.mean(dim=1)
+    levels = _assign_windows(energy_x, energy_y, window_min, window_max)
+    source = _permutation_map(images.shape, levels, channel_shuffle, generator)
+    mixed = images.reshape(source.shape).gather(1, source).reshape(images.shape)
+    return MixResult(
+        images=mixed,
+        vfe_before=region_sums(energy_x, energy_y, region_size).mean(dim=(1, 2)),
+        vfe_after=image_vfe(mixed, region_size),
+        levels=levels,
+    )
+
+
+class VisualMixer:
+    """VisualMixer as a torchvision-style transform on an image or a batch.
+
+    ``VisualMixer(2, 8, seed=0)(images)`` shuffles a ``(C, H, W)`` image or a
+    ``(B, C, H, W)`` batch (uint8 or float in [0, 1]) and returns the same shape and dtype;
+    it composes in ``torchvision.transforms.v2.Compose``. Use :func:`visual_mix` to also get
+    the VFE report and the window map.
+
+    Args:
+        window_min: smallest window side, a power of two.
+        window_max: largest window side, a power of two.
+        channel_shuffle: also permute each channel independently.
+        seed: seeds the transform's own generator (``None``: PyTorch's global RNG).
+    """
+
+    def __init__(
+        self, window_min: int, window_max: int, *, channel_shuffle: bool = True, seed: int | None = None
+    ) -> None:
+        check_window_bounds(window_min, window_max, window_max, window_max)
+        self.window_min = window_min
+        self.window_max = window_max
+        self.channel_shuffle = channel_shuffle
+        self.seed = seed
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        single = images.dim() == 3
+        batch = images.unsqueeze(0) if single else images
+        mixed = visual_mix(
+            batch,
+            self.window_min,
+            self.window_max,
+            channel_shuffle=self.channel_shuffle,
+            generator=self.generator,
+        ).images
+        return mixed[0] if single else mixed
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(window_min={self.window_min}, window_max={self.window_max}, "
+            f"channel_shuffle={self.channel_shuffle}, seed={self.seed})"
+        )

@@ -1,0 +1,1 @@
+"""Flower App: FedAvg on CIFAR-10 with VisualMixer-shuffled clients (or the plain baseline)."""

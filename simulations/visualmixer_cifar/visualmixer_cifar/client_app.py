@@ -1,0 +1,14 @@
+"""ClientApp: each client VisualMixer-shuffles its own partition once and trains on it."""
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from flwr_privshare.clients import train_handler
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the global model on this client's protected partition."""
+    return train_handler(msg, context)

@@ -1,0 +1,62 @@
+"""Run-config validation: bad input names the key and what is allowed, before any work."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed
+
+APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        ({"vim-window-min": 8, "vim-window-max": 4}, "'vim-window-min' is 8; it must be at most vim-window-max"),
+        ({"vim-window-min": 3}, "'vim-window-min' is 3; it must be a power of two"),
+        ({"vim-window-max": 12}, "'vim-window-max' is 12; it must be a power of two"),
+        ({"optimizer": "rmsprop"}, r"'optimizer' is 'rmsprop'; it must be one of \('sgd', 'adam', 'st-adam'\)"),
+        ({"protection": "magic"}, "'protection' is 'magic'; it must be one of"),
+        ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),
+        ({"num-server-rounds": 0}, "'num-server-rounds' is 0; it must be a positive integer"),
+        ({"local-epochs": -1}, "'local-epochs' is -1; it must be a positive integer"),
+        ({"batch-size": 0}, "'batch-size' is 0; it must be a positive integer"),
+        ({"learning-rate": 0.0}, "'learning-rate' is 0.0; it must be a positive number"),
+        ({"fraction-train": 1.5}, "'fraction-train' is 1.5; it must be a number in"),
+        ({"samples-per-client": -5}, "'samples-per-client' is -5; it must be a non-negative integer"),
+        ({"batch-size": "32"}, "'batch-size' is '32'; it must be of type int"),
+        ({"num-rounds": 3}, r"unknown run-config key\(s\) \['num-rounds'\]"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict[str, object], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        ExperimentConfig.from_run_config(overrides)
+
+
+def test_window_larger_than_the_image_is_rejected() -> None:
+    config = ExperimentConfig.from_run_config({"vim-window-max": 32})
+    config.validate_image_shape((3, 32, 32))
+    with pytest.raises(ConfigError, match="'vim-window-max' is 32; it must be at most the image size 28x28"):
+        config.validate_image_shape((1, 28, 28))
+
+
+def test_app_defaults_match_the_library_defaults() -> None:
+    app_config = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    parsed = ExperimentConfig.from_run_config(app_config)
+    assert set(app_config) == set(ExperimentConfig.keys())
+    assert parsed == ExperimentConfig()
+
+
+def test_integral_floats_are_accepted_and_round_trip() -> None:
+    config = ExperimentConfig.from_run_config({"batch-size": 64.0, "learning-rate": 1})
+    assert config.batch_size == 64 and config.learning_rate == 1.0
+    assert ExperimentConfig.from_run_config(config.to_run_config()) == config
+
+
+def test_derived_seeds_are_stable_and_distinct() -> None:
+    assert derive_seed(42, "visualmixer", 0) == derive_seed(42, "visualmixer", 0)
+    assert derive_seed(42, "visualmixer", 0) != derive_seed(42, "visualmixer", 1)
+    assert 0 <= derive_seed(1, "x") < 2**63

@@ -1,0 +1,72 @@
+"""Data loading from a local parquet folder, caching and seeded partitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flwr_privshare.data import DataError, load_split, partition_rows, split_public
+
+
+def test_cifar_and_mnist_load_through_the_same_code(data_root: Path) -> None:
+    cifar = load_split("uoft-cs/cifar10", "test", str(data_root / "cifar10"))
+    mnist = load_split("ylecun/mnist", "test", str(data_root / "mnist"))
+    assert cifar.images.shape == (10_000, 3, 32, 32) and cifar.images.dtype == torch.uint8
+    assert mnist.images.shape == (10_000, 1, 28, 28) and mnist.image_shape == (1, 28, 28)
+    assert cifar.num_classes == mnist.num_classes == 10
+    assert set(cifar.labels.unique().tolist()) == set(range(10))
+    assert 100 < float(cifar.images.float().mean()) < 140  # real photographs, not zeros
+
+
+def test_decoding_is_cached_on_disk(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flwr_privshare.data as data
+
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(data, "_MEMORY_CACHE", {})
+    first = load_split("", "test", str(data_root / "mnist"))
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    monkeypatch.setattr(data, "_MEMORY_CACHE", {})
+    monkeypatch.setattr(data, "decode_table", lambda table: pytest.fail("decoded twice"))
+    second = load_split("", "test", str(data_root / "mnist"))
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+
+
+def test_missing_files_give_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is not a folder"):
+        load_split("", "train", str(tmp_path / "nowhere"))
+    (tmp_path / "train.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match=r"has no test.parquet \(found: \['train.parquet'\]\)"):
+        load_split("", "test", str(tmp_path))
+
+
+@pytest.mark.parametrize("partitioner", ["iid", "dirichlet"])
+def test_partitions_are_disjoint_seeded_and_exclude_the_public_split(partitioner: str, cifar_test) -> None:  # type: ignore[no-untyped-def]
+    labels = cifar_test.labels
+    public, private = split_public(len(labels), 1000, seed=3)
+    parts = [
+        partition_rows(labels, private, partitioner=partitioner, num_partitions=5, partition_id=p, seed=3)
+        for p in range(5)
+    ]
+    joined = np.concatenate(parts)
+    assert len(np.unique(joined)) == len(joined) == len(private)
+    assert not set(joined) & set(public.tolist())
+    again = partition_rows(labels, private, partitioner=partitioner, num_partitions=5, partition_id=2, seed=3)
+    assert np.array_equal(again, parts[2])
+    other = split_public(len(labels), 1000, seed=4)[1]
+    other_part = partition_rows(labels, other, partitioner=partitioner, num_partitions=5, partition_id=2, seed=4)
+    assert not np.array_equal(other_part, parts[2])
+    if partitioner == "iid":
+        assert {len(p) for p in parts} == {1800}
+
+
+def test_bad_partition_requests(cifar_test) -> None:  # type: ignore[no-untyped-def]
+    _, private = split_public(100, 10, seed=0)
+    with pytest.raises(DataError, match="partitioner must be one of"):
+        partition_rows(cifar_test.labels, private, partitioner="x", num_partitions=2, partition_id=0, seed=0)
+    with pytest.raises(DataError, match="partition id 3 is outside"):
+        partition_rows(cifar_test.labels, private, partitioner="iid", num_partitions=2, partition_id=3, seed=0)
+    with pytest.raises(DataError, match="public-size must be in"):
+        split_public(100, 100, seed=0)

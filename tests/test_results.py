@@ -1,0 +1,43 @@
+"""The run folder appears only when complete; files are written atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from flwr_privshare.results import RunFolder, atomic_write_json
+
+
+def test_run_folder_is_published_only_on_finish(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path, "run-a", {"seed": 1, "lr": 0.1}, seed=1)
+    assert not (tmp_path / "run-a").exists()
+    folder.add_round({"round": 0, "accuracy": 0.1})
+    folder.add_round({"round": 1, "accuracy": 0.4, "train_failures": 1})
+    final = folder.finish({"final_accuracy": 0.4}, {"accuracy": ["accuracy"]})
+    assert final == tmp_path / "run-a" and not folder.path.exists()
+    config = json.loads((final / "config.json").read_text())
+    assert config["seed"] == 1 and config["config"]["lr"] == 0.1 and "torch" in config["versions"]
+    rows = list(csv.DictReader((final / "rounds.csv").open()))
+    assert [r["accuracy"] for r in rows] == ["0.1", "0.4"] and rows[1]["train_failures"] == "1"
+    assert (final / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((final / "summary.json").read_text()) == {"final_accuracy": 0.4}
+    assert not list(final.glob("*.tmp*"))
+
+
+def test_aborted_run_leaves_nothing_and_existing_runs_are_not_overwritten(tmp_path: Path) -> None:
+    RunFolder(tmp_path, "run-b", {}, seed=0).abort()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "run-c").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        RunFolder(tmp_path, "run-c", {}, seed=0)
+
+
+def test_atomic_json_replaces_whole_files(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    atomic_write_json(target, {"b": 2})
+    assert json.loads(target.read_text()) == {"b": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
