@@ -12,6 +12,8 @@ seed and the partition id so that runs are reproducible.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -100,7 +102,7 @@ def train_handler(msg: Message, context: Context) -> Message:
     name = config.model if config.model != "auto" else model_name_for(data.image_shape)
     model = build_model(name, data.num_classes)
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
-    server_round = int(msg.content.config_records["config"]["server-round"])
+    server_round = cast(int, msg.content.config_records["config"]["server-round"])
     loss = train(
         model,
         data,
@@ -109,7 +111,9 @@ def train_handler(msg: Message, context: Context) -> Message:
         optimizer=config.optimizer,
         learning_rate=config.learning_rate,
         device=get_device(),
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, "train", partition_id, server_round)),
+        generator=torch.Generator().manual_seed(
+            derive_seed(config.seed, "train", partition_id, server_round)
+        ),
     )
     metrics = MetricRecord({"loss": loss, "num-examples": len(data), **dict(extra)})
     content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})

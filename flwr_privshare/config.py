@@ -120,7 +120,9 @@ class ExperimentConfig:
         _require(self.partitioner in PARTITIONERS, "partitioner", self.partitioner, f"one of {PARTITIONERS}")
         models = ("auto", *MODEL_NAMES)
         _require(self.model in models, "model", self.model, f"one of {models}")
-        _require(bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty")
+        _require(
+            bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty"
+        )
         _require(bool(self.output_dir), "output-dir", self.output_dir, "a folder path")
         for key in ("vim-window-min", "vim-window-max"):
             _require(is_power_of_two(self._get(key)), key, self._get(key), "a power of two (1, 2, 4, 8, ...)")
@@ -152,20 +154,15 @@ def _require(condition: bool, key: str, value: object, allowed: str) -> None:
 
 def _coerce(key: str, value: object, kind: type) -> Any:
     """Convert a run-config value to the field's type, refusing lossy conversions."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and is_number and float(value).is_integer():  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
+    if kind is float and is_number:
+        return float(value)  # type: ignore[arg-type]
+    if kind is str and isinstance(value, str):
+        return value
     raise ConfigError(f"run-config key {key!r} is {value!r}; it must be of type {kind.__name__}")
 
 

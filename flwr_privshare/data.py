@@ -82,7 +82,9 @@ def local_split_path(data_dir: str, split: str) -> Path:
     """``<data_dir>/<split>.parquet``, with a clear error when it is missing."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise DataError(f"data-dir {data_dir!r} is not a folder; expected a folder with train.parquet and test.parquet")
+        raise DataError(
+            f"data-dir {data_dir!r} is not a folder; expected a folder with train.parquet and test.parquet"
+        )
     path = folder / f"{split}.parquet"
     if not path.is_file():
         present = sorted(p.name for p in folder.glob("*.parquet")) or "no parquet files"

@@ -31,9 +31,7 @@ class GroupNormCNN(nn.Module):
         groups: GroupNorm groups per layer.
     """
 
-    def __init__(
-        self, in_channels: int, num_classes: int, widths: tuple[int, ...], groups: int = 8
-    ) -> None:
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...], groups: int = 8) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels

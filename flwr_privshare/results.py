@@ -114,12 +114,14 @@ class RunFolder:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for column in columns:
             points = [(row["round"], row[column]) for row in self.rounds if row.get(column) is not None]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=column)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0.0, 1.0)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord, MetricRecordValues
 from flwr.serverapp import Grid
-
 from flwr_privshare.strategies import RecordedFedAvg
 
 from .attacks import oracle_recognition
@@ -36,20 +35,24 @@ from .visualmixer import visual_mix
 def default_run_name(config: ExperimentConfig) -> str:
     """``<protection>-<dataset>-s<seed>-<UTC time>``."""
     dataset = Path(config.data_dir).name if config.data_dir else config.dataset.split("/")[-1]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{config.protection}-{dataset}-s{config.seed}-{stamp}"
 
 
 def central_evaluation(
     model_name: str, num_classes: int, test_sets: dict[str, ImageDataset], primary: str
 ) -> Callable[[int, ArrayRecord], MetricRecord]:
-    """An ``evaluate_fn`` reporting ``accuracy``/``loss`` on ``test_sets[primary]`` and ``<name>_accuracy`` on each set."""
+    """An ``evaluate_fn`` for :meth:`Strategy.start`.
+
+    It reports ``accuracy`` and ``loss`` on ``test_sets[primary]`` and ``<name>_accuracy``
+    on every set.
+    """
     device = get_device()
     model = build_model(model_name, num_classes)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
-        metrics: dict[str, float] = {}
+        metrics: dict[str, MetricRecordValues] = {}
         for name, data in test_sets.items():
             loss, accuracy = evaluate(model, data, device=device)
             metrics[f"{name}_accuracy"] = accuracy
@@ -96,7 +99,9 @@ def run_fedavg_experiment(grid: Grid, context: Context) -> Path:
         torch.manual_seed(derive_seed(config.seed, "model-init"))
         model = build_model(model_name, test.num_classes)
 
-    folder = RunFolder(config.output_dir, config.run_name or default_run_name(config), config.to_run_config(), config.seed)
+    folder = RunFolder(
+        config.output_dir, config.run_name or default_run_name(config), config.to_run_config(), config.seed
+    )
     try:
         strategy = RecordedFedAvg(
             folder,

@@ -23,7 +23,9 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_optimizer(name: str, params: Sequence[torch.Tensor] | Iterator[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Sequence[torch.Tensor] | Iterator[torch.Tensor], lr: float
+) -> torch.optim.Optimizer:
     """``sgd`` (momentum 0.9), ``adam`` or ``st-adam`` (VisualMixer's, Section IV-E)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 
 def describe_content(content: RecordDict) -> dict[str, Any]:
@@ -22,10 +22,15 @@ def describe_content(content: RecordDict) -> dict[str, Any]:
     described: dict[str, Any] = {}
     for name, record in content.array_records.items():
         entries = {key: {"shape": list(array.shape), "dtype": array.dtype} for key, array in record.items()}
-        described[name] = {"type": "array", "entries": entries, "bytes": sum(len(a.data) for a in record.values())}
-    for kind, records in (("metric", content.metric_records), ("config", content.config_records)):
-        for name, record in records.items():
-            entries = {key: type(value).__name__ for key, value in record.items()}
-            described[name] = {"type": kind, "entries": entries, "bytes": record.count_bytes()}
+        described[name] = {
+            "type": "array",
+            "entries": entries,
+            "bytes": sum(len(a.data) for a in record.values()),
+        }
+    scalar_records: list[tuple[str, str, MetricRecord | ConfigRecord]]
+    scalar_records = [("metric", name, record) for name, record in content.metric_records.items()]
+    scalar_records += [("config", name, record) for name, record in content.config_records.items()]
+    for kind, name, scalars in scalar_records:
+        types = {key: type(value).__name__ for key, value in scalars.items()}
+        described[name] = {"type": kind, "entries": types, "bytes": scalars.count_bytes()}
     return described
-

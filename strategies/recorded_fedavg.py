@@ -40,8 +40,9 @@ class RecordedFedAvg(FedAvg):
     Each row holds ``round``, ``elapsed_s``, the central metrics returned by
     ``evaluate_fn``, the aggregated client training metrics prefixed ``train_`` and
     ``train_replies`` / ``train_failures`` / ``payload_bytes_per_client``; ``wire.json``
-    describes every reply received (records, keys, shapes, dtypes, bytes). The caller finishes the folder (summary and
-    plots) after :meth:`start` returns; ``failures`` holds the per-round failure counts.
+    describes every reply received (records, keys, shapes, dtypes, bytes). The caller
+    finishes the folder (summary and plots) after :meth:`start` returns; ``failures``
+    holds the per-round failure counts.
     """
 
     def __init__(self, run_folder: RunFolder, **fedavg_kwargs: Any) -> None:

@@ -10,7 +10,9 @@ import torch
 
 from flwr_privshare.data import ImageDataset, load_split
 
-DATA_ROOT = Path(os.environ.get("PRIVSHARE_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+DATA_ROOT = Path(
+    os.environ.get("PRIVSHARE_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
+)
 
 
 @pytest.fixture(scope="session")

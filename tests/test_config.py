@@ -15,10 +15,16 @@ APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cif
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        ({"vim-window-min": 8, "vim-window-max": 4}, "'vim-window-min' is 8; it must be at most vim-window-max"),
+        (
+            {"vim-window-min": 8, "vim-window-max": 4},
+            "'vim-window-min' is 8; it must be at most vim-window-max",
+        ),
         ({"vim-window-min": 3}, "'vim-window-min' is 3; it must be a power of two"),
         ({"vim-window-max": 12}, "'vim-window-max' is 12; it must be a power of two"),
-        ({"optimizer": "rmsprop"}, r"'optimizer' is 'rmsprop'; it must be one of \('sgd', 'adam', 'st-adam'\)"),
+        (
+            {"optimizer": "rmsprop"},
+            r"'optimizer' is 'rmsprop'; it must be one of \('sgd', 'adam', 'st-adam'\)",
+        ),
         ({"protection": "magic"}, "'protection' is 'magic'; it must be one of"),
         ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),
         ({"num-server-rounds": 0}, "'num-server-rounds' is 0; it must be a positive integer"),

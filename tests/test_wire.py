@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.clients import VIM_STATE_KEY, mixing_seed, train_handler
@@ -28,7 +27,9 @@ def _client_runtime_identity() -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 7
 
 
-def run_train(data_root: Path, partition_id: int, state: RecordDict | None = None, **overrides: object) -> tuple[Message, Context]:
+def run_train(
+    data_root: Path, partition_id: int, state: RecordDict | None = None, **overrides: object
+) -> tuple[Message, Context]:
     run_config = {
         "data-dir": str(data_root / "cifar10"),
         "samples-per-client": 64,
@@ -38,7 +39,9 @@ def run_train(data_root: Path, partition_id: int, state: RecordDict | None = Non
     }
     torch.manual_seed(0)
     model = build_model("cifar-cnn")
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"server-round": 1})})
+    content = RecordDict(
+        {"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"server-round": 1})}
+    )
     message = Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
     context = Context(
         run_id=1,
@@ -67,7 +70,12 @@ def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path
     key = mixing_seed(ExperimentConfig.from_run_config(context.run_config), context, 0)
     assert key not in metrics.values()
     # the shuffled partition is kept on the client, not sent
-    assert VIM_STATE_KEY in context.state and context.state.array_records[VIM_STATE_KEY]["images"].shape == (64, 3, 32, 32)
+    assert VIM_STATE_KEY in context.state and context.state.array_records[VIM_STATE_KEY]["images"].shape == (
+        64,
+        3,
+        32,
+        32,
+    )
 
 
 def test_shuffled_data_is_reused_and_differs_between_clients(data_root: Path) -> None:

@@ -102,9 +102,7 @@ def window_size_lower_bound(
     )
 
 
-def output_bias(
-    windows: torch.Tensor, shuffled: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
+def output_bias(windows: torch.Tensor, shuffled: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Per-output bias ``|maxpool(conv(I)) - maxpool(conv(I'))|`` (Section IV-C).
 
     Args:

@@ -50,9 +50,7 @@ def check_window_bounds(window_min: int, window_max: int, height: int, width: in
     if window_min > window_max:
         raise ValueError(f"window_min ({window_min}) must not exceed window_max ({window_max})")
     if window_max > min(height, width):
-        raise ValueError(
-            f"window_max ({window_max}) must not exceed the image size {height}x{width}"
-        )
+        raise ValueError(f"window_max ({window_max}) must not exceed the image size {height}x{width}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,9 @@ def _assign_windows(
     )
     levels = []
     while size > window_min:
-        block_vfe = region_sums(energy_x, energy_y, size) / _pixels_per_block(height, width, size, energy_x.device)
+        block_vfe = region_sums(energy_x, energy_y, size) / _pixels_per_block(
+            height, width, size, energy_x.device
+        )
         masked = torch.where(undecided, block_vfe, torch.full_like(block_vfe, math.nan))
         median = masked.flatten(1).nanmedian(dim=1).values
         decided = undecided & (block_vfe <= median[:, None, None])
@@ -158,7 +158,11 @@ def _window_layout(height: int, width: int, size: int, device: torch.device) -> 
 
 
 def _random_permutations(
-    count: int, n: int, padded_layout: torch.Tensor | None, generator: torch.Generator | None, device: torch.device
+    count: int,
+    n: int,
+    padded_layout: torch.Tensor | None,
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> torch.Tensor:
     """``(count, n)`` independent uniform permutations of each window's valid positions.
 

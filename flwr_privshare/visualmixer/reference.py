@@ -50,7 +50,11 @@ def reference_window_sizes(image: torch.Tensor, window_min: int, window_max: int
 
 
 def reference_visual_mix(
-    image: torch.Tensor, window_min: int, window_max: int, generator: torch.Generator, channel_shuffle: bool = True
+    image: torch.Tensor,
+    window_min: int,
+    window_max: int,
+    generator: torch.Generator,
+    channel_shuffle: bool = True,
 ) -> torch.Tensor:
     """Shuffle one ``(C, H, W)`` image window by window with ``torch.randperm``."""
     sizes = reference_window_sizes(image, window_min, window_max)
@@ -70,5 +74,7 @@ def reference_visual_mix(
                 perms = torch.stack([torch.randperm(count, generator=generator) for _ in range(channels)])
             else:
                 perms = torch.randperm(count, generator=generator).expand(channels, count)
-            out[:, top:bottom, left:right] = window.gather(1, perms).reshape(channels, bottom - top, right - left)
+            out[:, top:bottom, left:right] = window.gather(1, perms).reshape(
+                channels, bottom - top, right - left
+            )
     return out

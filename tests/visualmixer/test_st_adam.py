@@ -49,7 +49,10 @@ def test_weight_decay_and_momentum_follow_the_paper() -> None:
         assert float(param.detach()) == pytest.approx(theta, rel=1e-6)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"lr": 0.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"weight_decay": -1.0}, "weight_decay")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"lr": 0.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"weight_decay": -1.0}, "weight_decay")],
+)
 def test_bad_hyperparameters_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         STAdam([torch.nn.Parameter(torch.zeros(1))], **kwargs)

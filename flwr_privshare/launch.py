@@ -1,0 +1,158 @@
+"""Run a Flower App with ``flwr run``, wait for it, print its log, and fail when it fails.
+
+``flwr run`` (Flower 1.41) submits the run to a local SuperLink and returns at once, and
+neither ``--stream`` nor ``flwr log`` reflect a failed run in their exit code: the run's
+status is only visible in ``flwr ls``. Scripts, tests and sweeps therefore go through
+:func:`run_app`, which submits, polls the status, prints the log and returns the outcome.
+
+It always sets ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` (the app runs in this
+environment; Flower must not reinstall torch per run) and puts this interpreter's
+``bin`` on ``PATH`` (``flwr run`` starts ``flower-superlink`` by name). ``isolated=True``
+uses a private ``FLWR_HOME`` and port and stops that SuperLink afterwards, so tests do not
+touch a user's SuperLink.
+
+    privshare-run simulations/visualmixer_cifar --run-config 'num-server-rounds=2' \
+        --federation-config 'num-supernodes=10 client-resources-num-cpus=1'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+RunConfigValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The end of a ``flwr run``: its id, final status (e.g. ``finished:completed``) and log."""
+
+    run_id: int
+    status: str
+    log: str
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "finished:completed"
+
+
+def format_run_config(values: Mapping[str, RunConfigValue]) -> str:
+    """``{"a": 1, "b": "x", "c": True}`` -> ``a=1 b="x" c=true`` (Flower's TOML-like syntax)."""
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:
+            text = repr(value)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _flwr_json(args: list[str], env: Mapping[str, str]) -> dict:  # type: ignore[type-arg]
+    """Run ``flwr <args> --format json`` and parse the JSON object it prints."""
+    done = subprocess.run(["flwr", *args, "--format", "json"], env=env, capture_output=True, text=True, check=False)
+    text = done.stdout
+    if "{" not in text:
+        raise RuntimeError(f"flwr {' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}")
+    return json.loads(text[text.index("{") :])  # type: ignore[no-any-return]
+
+
+def _stop_superlink(port: int) -> None:
+    """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False
+    )
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGTERM)
+
+
+def run_app(
+    app_dir: str | Path,
+    run_config: Mapping[str, RunConfigValue] | str = "",
+    federation_config: str = "",
+    *,
+    isolated: bool = False,
+    timeout_s: float = 3600.0,
+    poll_s: float = 2.0,
+) -> RunOutcome:
+    """Submit ``app_dir`` with ``flwr run``, wait until it finishes, and return the outcome.
+
+    Args:
+        app_dir: the Flower App folder.
+        run_config: ``--run-config`` values (a mapping, or Flower's ``k=v`` string).
+        federation_config: ``--federation-config``, e.g. ``"num-supernodes=10"``.
+        isolated: use a private ``FLWR_HOME`` and port and stop that SuperLink at the end.
+        timeout_s: stop the run (``flwr stop``) after this many seconds.
+        poll_s: seconds between status checks.
+    """
+    env = dict(os.environ)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    port = None
+    with tempfile.TemporaryDirectory(prefix="flwr-home-") as private_home:
+        if isolated:
+            port = _free_port()
+            env["FLWR_HOME"] = private_home
+            env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(port)
+        try:
+            args = ["run", str(app_dir)]
+            config_text = run_config if isinstance(run_config, str) else format_run_config(run_config)
+            if config_text:
+                args += ["--run-config", config_text]
+            if federation_config:
+                args += ["--federation-config", federation_config]
+            run_id = int(_flwr_json(args, env)["run-id"])
+            deadline = time.monotonic() + timeout_s
+            status = ""
+            while not status.startswith("finished"):
+                if time.monotonic() > deadline:
+                    subprocess.run(["flwr", "stop", str(run_id)], env=env, capture_output=True, check=False)
+                    deadline = float("inf")
+                time.sleep(poll_s)
+                status = _flwr_json(["ls", "--run-id", str(run_id)], env)["runs"][0]["status"]
+            log = subprocess.run(
+                ["flwr", "log", str(run_id), "--show"], env=env, capture_output=True, text=True, check=False
+            ).stdout
+            return RunOutcome(run_id, status, log)
+        finally:
+            if port is not None:
+                _stop_superlink(port)
+
+
+def main() -> None:
+    """``privshare-run APP [--run-config ...] [--federation-config ...] [--isolated]``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("app_dir", help="Flower App folder, e.g. simulations/visualmixer_cifar")
+    parser.add_argument("--run-config", default="", help="Flower run config, e.g. 'num-server-rounds=3'")
+    parser.add_argument("--federation-config", default="", help="e.g. 'num-supernodes=10 client-resources-num-cpus=1'")
+    parser.add_argument("--isolated", action="store_true", help="private FLWR_HOME and SuperLink, stopped at the end")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is stopped")
+    args = parser.parse_args()
+    outcome = run_app(
+        args.app_dir, args.run_config, args.federation_config, isolated=args.isolated, timeout_s=args.timeout
+    )
+    print(outcome.log)
+    print(f"run {outcome.run_id}: {outcome.status}")
+    sys.exit(0 if outcome.completed else 1)
+
+
+if __name__ == "__main__":
+    main()
