@@ -44,12 +44,8 @@ def best_rate(images_per_call: int, call: object, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data-dir", default="", help="folder with CIFAR-10 test.parquet (default: random images)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="", help="folder with CIFAR-10 test.parquet (default: random images)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--window-min", type=int, default=2)
@@ -80,9 +76,7 @@ def main() -> None:
         "images_per_second": round(rate, 1),
         "reference_images_per_second": round(reference_rate, 1),
         "speedup": round(rate / reference_rate, 1),
-        "device": torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "batch_size": len(batch),
         "window_min": args.window_min,
         "window_max": args.window_max,

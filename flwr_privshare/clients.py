@@ -111,9 +111,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         optimizer=config.optimizer,
         learning_rate=config.learning_rate,
         device=get_device(),
-        generator=torch.Generator().manual_seed(
-            derive_seed(config.seed, "train", partition_id, server_round)
-        ),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "train", partition_id, server_round)),
     )
     metrics = MetricRecord({"loss": loss, "num-examples": len(data), **dict(extra)})
     content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})

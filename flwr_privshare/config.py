@@ -120,9 +120,7 @@ class ExperimentConfig:
         _require(self.partitioner in PARTITIONERS, "partitioner", self.partitioner, f"one of {PARTITIONERS}")
         models = ("auto", *MODEL_NAMES)
         _require(self.model in models, "model", self.model, f"one of {models}")
-        _require(
-            bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty"
-        )
+        _require(bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty")
         _require(bool(self.output_dir), "output-dir", self.output_dir, "a folder path")
         for key in ("vim-window-min", "vim-window-max"):
             _require(is_power_of_two(self._get(key)), key, self._get(key), "a power of two (1, 2, 4, 8, ...)")

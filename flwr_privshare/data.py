@@ -82,9 +82,7 @@ def local_split_path(data_dir: str, split: str) -> Path:
     """``<data_dir>/<split>.parquet``, with a clear error when it is missing."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise DataError(
-            f"data-dir {data_dir!r} is not a folder; expected a folder with train.parquet and test.parquet"
-        )
+        raise DataError(f"data-dir {data_dir!r} is not a folder; expected a folder with train.parquet and test.parquet")
     path = folder / f"{split}.parquet"
     if not path.is_file():
         present = sorted(p.name for p in folder.glob("*.parquet")) or "no parquet files"
@@ -137,9 +135,7 @@ def _load_cached(key: str, read_table: Callable[[], pa.Table]) -> ImageDataset:
         data = ImageDataset(stored["images"], stored["labels"], int(stored["num_classes"]))
     else:
         data = decode_table(read_table())
-        _atomic_torch_save(
-            {"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path
-        )
+        _atomic_torch_save({"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path)
     _MEMORY_CACHE[key] = data
     return data
 
@@ -156,8 +152,7 @@ def decode_table(table: pa.Table) -> ImageDataset:
     column = next((name for name in IMAGE_COLUMNS if name in table.column_names), None)
     if column is None or LABEL_COLUMN not in table.column_names:
         raise DataError(
-            f"expected an image column {IMAGE_COLUMNS} and a {LABEL_COLUMN!r} column, "
-            f"found {table.column_names}"
+            f"expected an image column {IMAGE_COLUMNS} and a {LABEL_COLUMN!r} column, found {table.column_names}"
         )
     encoded = table.column(column).combine_chunks().field("bytes").to_pylist()
     arrays = [np.asarray(Image.open(io.BytesIO(blob))) for blob in encoded]

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,11 +78,34 @@ def _flwr_json(args: list[str], env: Mapping[str, str]) -> dict:  # type: ignore
 
 def _stop_superlink(port: int) -> None:
     """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it)."""
-    found = subprocess.run(
-        ["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False
-    )
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False)
     for pid in found.stdout.split():
         os.kill(int(pid), signal.SIGTERM)
+
+
+def _status(run_id: int, env: Mapping[str, str]) -> str:
+    return str(_flwr_json(["ls", "--run-id", str(run_id)], env)["runs"][0]["status"])
+
+
+def _follow_log(run_id: int, env: Mapping[str, str], timeout_s: float, echo: bool) -> str:
+    """Stream ``flwr log`` until the run ends (it exits then); stop the run after ``timeout_s``."""
+    lines: list[str] = []
+    with subprocess.Popen(
+        ["flwr", "log", str(run_id)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as stream:
+        timer = threading.Timer(
+            timeout_s, lambda: subprocess.run(["flwr", "stop", str(run_id)], env=env, capture_output=True, check=False)
+        )
+        timer.start()
+        try:
+            assert stream.stdout is not None
+            for line in stream.stdout:
+                lines.append(line)
+                if echo:
+                    print(line, end="", flush=True)
+        finally:
+            timer.cancel()
+    return "".join(lines)
 
 
 def run_app(
@@ -91,7 +115,8 @@ def run_app(
     *,
     isolated: bool = False,
     timeout_s: float = 3600.0,
-    poll_s: float = 2.0,
+    poll_s: float = 5.0,
+    echo: bool = False,
 ) -> RunOutcome:
     """Submit ``app_dir`` with ``flwr run``, wait until it finishes, and return the outcome.
 
@@ -101,7 +126,8 @@ def run_app(
         federation_config: ``--federation-config``, e.g. ``"num-supernodes=10"``.
         isolated: use a private ``FLWR_HOME`` and port and stop that SuperLink at the end.
         timeout_s: stop the run (``flwr stop``) after this many seconds.
-        poll_s: seconds between status checks.
+        poll_s: seconds between status checks if the log stream ends before the run.
+        echo: print the run's log while it runs.
     """
     env = dict(os.environ)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
@@ -120,17 +146,11 @@ def run_app(
             if federation_config:
                 args += ["--federation-config", federation_config]
             run_id = int(_flwr_json(args, env)["run-id"])
-            deadline = time.monotonic() + timeout_s
-            status = ""
-            while not status.startswith("finished"):
-                if time.monotonic() > deadline:
-                    subprocess.run(["flwr", "stop", str(run_id)], env=env, capture_output=True, check=False)
-                    deadline = float("inf")
+            log = _follow_log(run_id, env, timeout_s, echo)
+            status = _status(run_id, env)
+            while not status.startswith("finished"):  # the log stream ended early
                 time.sleep(poll_s)
-                status = _flwr_json(["ls", "--run-id", str(run_id)], env)["runs"][0]["status"]
-            log = subprocess.run(
-                ["flwr", "log", str(run_id), "--show"], env=env, capture_output=True, text=True, check=False
-            ).stdout
+                status = _status(run_id, env)
             return RunOutcome(run_id, status, log)
         finally:
             if port is not None:
@@ -147,9 +167,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is stopped")
     args = parser.parse_args()
     outcome = run_app(
-        args.app_dir, args.run_config, args.federation_config, isolated=args.isolated, timeout_s=args.timeout
+        args.app_dir, args.run_config, args.federation_config, isolated=args.isolated, timeout_s=args.timeout, echo=True
     )
-    print(outcome.log)
     print(f"run {outcome.run_id}: {outcome.status}")
     sys.exit(0 if outcome.completed else 1)
 

@@ -28,10 +28,14 @@ class GroupNormCNN(nn.Module):
         in_channels: image channels.
         num_classes: output classes.
         widths: channels of each stage; every stage but the last halves the resolution.
+        head_pool: the last feature map is average-pooled to ``head_pool x head_pool``
+            before the linear head (1 = global pooling; larger keeps the coarse layout).
         groups: GroupNorm groups per layer.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...], groups: int = 8) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: tuple[int, ...], head_pool: int = 1, groups: int = 8
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -41,8 +45,8 @@ class GroupNormCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.pool = nn.AdaptiveAvgPool2d(head_pool)
+        self.classifier = nn.Linear(channels * head_pool * head_pool, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -51,9 +55,9 @@ class GroupNormCNN(nn.Module):
 def build_model(name: str, num_classes: int = 10) -> GroupNormCNN:
     """Build ``"cifar-cnn"`` (3x32x32 input) or ``"mnist-cnn"`` (1x28x28 input)."""
     if name == "cifar-cnn":
-        return GroupNormCNN(3, num_classes, widths=(32, 64, 128))
+        return GroupNormCNN(3, num_classes, widths=(32, 64, 128), head_pool=2)
     if name == "mnist-cnn":
-        return GroupNormCNN(1, num_classes, widths=(16, 32, 64))
+        return GroupNormCNN(1, num_classes, widths=(16, 32, 64), head_pool=4)
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Context, MetricRecord, MetricRecordValues
 from flwr.serverapp import Grid
+
 from flwr_privshare.strategies import RecordedFedAvg
 
 from .attacks import oracle_recognition

@@ -56,9 +56,7 @@ def test_partitions_are_disjoint_seeded_and_exclude_the_public_split(partitioner
     again = partition_rows(labels, private, partitioner=partitioner, num_partitions=5, partition_id=2, seed=3)
     assert np.array_equal(again, parts[2])
     other = split_public(len(labels), 1000, seed=4)[1]
-    other_part = partition_rows(
-        labels, other, partitioner=partitioner, num_partitions=5, partition_id=2, seed=4
-    )
+    other_part = partition_rows(labels, other, partitioner=partitioner, num_partitions=5, partition_id=2, seed=4)
     assert not np.array_equal(other_part, parts[2])
     if partitioner == "iid":
         assert {len(p) for p in parts} == {1800}
@@ -69,8 +67,6 @@ def test_bad_partition_requests(cifar_test) -> None:  # type: ignore[no-untyped-
     with pytest.raises(DataError, match="partitioner must be one of"):
         partition_rows(cifar_test.labels, private, partitioner="x", num_partitions=2, partition_id=0, seed=0)
     with pytest.raises(DataError, match="partition id 3 is outside"):
-        partition_rows(
-            cifar_test.labels, private, partitioner="iid", num_partitions=2, partition_id=3, seed=0
-        )
+        partition_rows(cifar_test.labels, private, partitioner="iid", num_partitions=2, partition_id=3, seed=0)
     with pytest.raises(DataError, match="public-size must be in"):
         split_public(100, 100, seed=0)

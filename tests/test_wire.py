@@ -39,9 +39,7 @@ def run_train(
     }
     torch.manual_seed(0)
     model = build_model("cifar-cnn")
-    content = RecordDict(
-        {"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"server-round": 1})}
-    )
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord({"server-round": 1})})
     message = Message(content=content, dst_node_id=7, message_type=MessageType.TRAIN)
     context = Context(
         run_id=1,

@@ -45,9 +45,7 @@ def _grid_degree_moments(window_size: int) -> tuple[int, int, int]:
     return edges, 2 * edges, degree_squares
 
 
-def shuffled_window_vfe_moments(
-    window_size: int, variance: float, excess_kurtosis: float = 0.0
-) -> tuple[float, float]:
+def shuffled_window_vfe_moments(window_size: int, variance: float, excess_kurtosis: float = 0.0) -> tuple[float, float]:
     """Mean and variance of a shuffled window's VFE with i.i.d. pixels (Section IV-B).
 
     Args:
@@ -153,9 +151,7 @@ def output_bias_pass_probability(
     return per_output ** bias.shape[1]
 
 
-def _sample_windows(
-    size: int, count: int, images: torch.Tensor | None, generator: torch.Generator
-) -> torch.Tensor:
+def _sample_windows(size: int, count: int, images: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
     """``(count, 1, size, size)`` windows: uniform pixels or random crops of one channel."""
     if images is None:
         return torch.rand((count, 1, size, size), generator=generator)

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .vfe import DEFAULT_REGION_SIZE, image_vfe, region_sums, squared_differences
 
@@ -73,18 +74,14 @@ class MixResult:
     def window_size_map(self) -> torch.Tensor:
         """``(B, H, W)`` int tensor: the size of the window each pixel was shuffled in."""
         height, width = self.images.shape[-2:]
-        sizes = torch.zeros(
-            (self.images.shape[0], height, width), dtype=torch.int64, device=self.images.device
-        )
+        sizes = torch.zeros((self.images.shape[0], height, width), dtype=torch.int64, device=self.images.device)
         for size, decided in self.levels:
             pixels = decided.repeat_interleave(size, 1).repeat_interleave(size, 2)
             sizes += size * pixels[:, :height, :width]
         return sizes
 
 
-def assign_windows(
-    images: torch.Tensor, window_min: int, window_max: int
-) -> tuple[tuple[int, torch.Tensor], ...]:
+def assign_windows(images: torch.Tensor, window_min: int, window_max: int) -> tuple[tuple[int, torch.Tensor], ...]:
     """Decide the window size of every block (the recursion of Algorithm 1, per level).
 
     Returns:
@@ -111,9 +108,7 @@ def _assign_windows(
     )
     levels = []
     while size > window_min:
-        block_vfe = region_sums(energy_x, energy_y, size) / _pixels_per_block(
-            height, width, size, energy_x.device
-        )
+        block_vfe = region_sums(energy_x, energy_y, size) / _pixels_per_block(height, width, size, energy_x.device)
         masked = torch.where(undecided, block_vfe, torch.full_like(block_vfe, math.nan))
         median = masked.flatten(1).nanmedian(dim=1).values
         decided = undecided & (block_vfe <= median[:, None, None])
@@ -157,44 +152,47 @@ def _window_layout(height: int, width: int, size: int, device: torch.device) -> 
     return flat.gather(1, valid_first), bool((flat == height * width).any())
 
 
+_PADDING_KEY = 2**31 - 1  # larger than every random key: padding sorts last
+
+
 def _random_permutations(
-    count: int,
-    n: int,
-    padded_layout: torch.Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device,
+    count: int, n: int, padded_layout: torch.Tensor | None, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
     """``(count, n)`` independent uniform permutations of each window's valid positions.
 
     ``padded_layout`` (``(count, n)`` layout rows, or ``None`` when no window is partial)
     marks positions outside the image, which sort last and stay in place. For ``n == 4``
     (2x2 windows) an index into the table of all 24 permutations is exactly uniform and
-    avoids sorting millions of 4-element rows; otherwise random keys are argsorted.
+    avoids sorting millions of 4-element rows; otherwise 31-bit random integer keys are
+    argsorted (faster than float keys, and ties are rarer than with float32's 24 bits).
     """
     if padded_layout is None and n == 4:
         table = _ALL_PERMUTATIONS_OF_4.to(device)
         return table[torch.randint(0, 24, (count,), generator=generator, device=device)]
-    keys = torch.rand((count, n), generator=generator, device=device)
+    keys = torch.empty((count, n), dtype=torch.int32, device=device).random_(0, _PADDING_KEY, generator=generator)
     if padded_layout is not None:
-        keys = keys.masked_fill(padded_layout == padded_layout.max(), 2.0)
+        keys = keys.masked_fill(padded_layout == padded_layout.max(), _PADDING_KEY)
     return keys.argsort(dim=-1)
 
 
-def _permutation_map(
-    shape: torch.Size,
+def _shuffle_windows(
+    images: torch.Tensor,
     levels: tuple[tuple[int, torch.Tensor], ...],
     channel_shuffle: bool,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """``(B * C, H * W)`` source index of every output pixel: one window shuffle per pixel.
+    """Move every pixel to a random position of its window (one shuffle per decided window).
 
-    For each level, the decided windows draw permutations of their pixel positions
-    (one per channel when ``channel_shuffle``) and write ``source[dst] = layout[perm]``.
+    For each level, the decided windows draw permutations of their pixel positions (one
+    per channel when ``channel_shuffle``) and ``out[layout] = images[layout[perm]]`` is
+    written for all of them at once through flat indices. A spare column at index ``H * W``
+    absorbs the padding positions of edge windows.
     """
-    batch, channels, height, width = shape
-    device = levels[0][1].device
+    batch, channels, height, width = images.shape
+    device = images.device
     num_pixels = height * width
-    source = torch.empty((batch * channels, num_pixels + 1), dtype=torch.int64, device=device)
+    source = F.pad(images.reshape(batch * channels, num_pixels), (0, 1)).reshape(-1)
+    out = torch.empty_like(source)
     channel_offsets = torch.arange(channels, device=device)
     for size, decided in levels:
         layout, padded = _window_layout(height, width, size, device)
@@ -207,11 +205,10 @@ def _permutation_map(
         pad_rows = local.repeat_interleave(key_channels, 0) if padded else None
         perm = _random_permutations(count * key_channels, n, pad_rows, generator, device)
         perm = perm.reshape(count, key_channels, n).expand(count, channels, n)
-        src = local[:, None, :].expand(count, channels, n).gather(-1, perm)
-        rows = (image_idx * channels)[:, None, None] + channel_offsets[None, :, None]
-        flat_dst = rows * (num_pixels + 1) + local[:, None, :]
-        source.view(-1)[flat_dst.reshape(-1)] = src.reshape(-1)
-    return source[:, :num_pixels]
+        rows = ((image_idx * channels)[:, None, None] + channel_offsets[None, :, None]) * (num_pixels + 1)
+        targets = rows + local[:, None, :]
+        out[targets.reshape(-1)] = source[targets.gather(-1, perm).reshape(-1)]
+    return out.reshape(batch * channels, num_pixels + 1)[:, :num_pixels].reshape(images.shape)
 
 
 def visual_mix(
@@ -242,8 +239,7 @@ def visual_mix(
     dx2, dy2 = squared_differences(images)
     energy_x, energy_y = dx2.mean(dim=1), dy2.mean(dim=1)
     levels = _assign_windows(energy_x, energy_y, window_min, window_max)
-    source = _permutation_map(images.shape, levels, channel_shuffle, generator)
-    mixed = images.reshape(source.shape).gather(1, source).reshape(images.shape)
+    mixed = _shuffle_windows(images, levels, channel_shuffle, generator)
     return MixResult(
         images=mixed,
         vfe_before=region_sums(energy_x, energy_y, region_size).mean(dim=(1, 2)),

@@ -74,7 +74,5 @@ def reference_visual_mix(
                 perms = torch.stack([torch.randperm(count, generator=generator) for _ in range(channels)])
             else:
                 perms = torch.randperm(count, generator=generator).expand(channels, count)
-            out[:, top:bottom, left:right] = window.gather(1, perms).reshape(
-                channels, bottom - top, right - left
-            )
+            out[:, top:bottom, left:right] = window.gather(1, perms).reshape(channels, bottom - top, right - left)
     return out

@@ -76,9 +76,7 @@ def region_vfe(images: torch.Tensor, region_size: int) -> torch.Tensor:
     return region_sums(*squared_differences(images), region_size)
 
 
-def image_vfe(
-    images: torch.Tensor, region_size: int = DEFAULT_REGION_SIZE, alpha: float = 1.0
-) -> torch.Tensor:
+def image_vfe(images: torch.Tensor, region_size: int = DEFAULT_REGION_SIZE, alpha: float = 1.0) -> torch.Tensor:
     """Image VFE (Eq. 4): ``alpha`` times the mean region VFE, averaged over channels.
 
     Args:

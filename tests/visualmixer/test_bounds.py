@@ -48,9 +48,7 @@ def test_moments_match_the_quadratic_form(size: int) -> None:
     assert var == pytest.approx(2 * 0.04**2 * float((laplacian**2).sum()))
 
 
-@pytest.mark.parametrize(
-    ("sampler", "variance", "kurtosis"), [("gaussian", 0.04, 0.0), ("uniform", 1 / 12, -1.2)]
-)
+@pytest.mark.parametrize(("sampler", "variance", "kurtosis"), [("gaussian", 0.04, 0.0), ("uniform", 1 / 12, -1.2)])
 @pytest.mark.parametrize("size", [2, 4, 8])
 def test_moments_match_monte_carlo(sampler: str, variance: float, kurtosis: float, size: int) -> None:
     vfe = simulated_vfe(size, 40_000, sampler)

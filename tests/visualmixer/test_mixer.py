@@ -34,9 +34,7 @@ def test_every_shuffle_is_a_permutation_inside_its_window(
     shape: tuple[int, int, int, int], bounds: tuple[int, int], channel_shuffle: bool
 ) -> None:
     images = unique_images(*shape)
-    result = visual_mix(
-        images, *bounds, channel_shuffle=channel_shuffle, generator=torch.Generator().manual_seed(1)
-    )
+    result = visual_mix(images, *bounds, channel_shuffle=channel_shuffle, generator=torch.Generator().manual_seed(1))
     assert result.images.shape == images.shape and result.images.dtype == images.dtype
     assert not torch.equal(result.images, images)
     sizes = result.window_size_map()
@@ -51,9 +49,7 @@ def test_every_shuffle_is_a_permutation_inside_its_window(
 
 
 def test_uint8_batches_keep_their_values() -> None:
-    images = torch.randint(
-        0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
-    )
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mixed = visual_mix(images, 4, 4, generator=torch.Generator().manual_seed(0)).images
     assert mixed.dtype == torch.uint8
     assert torch.equal(block_contents(images, 4), block_contents(mixed, 4))
@@ -77,16 +73,10 @@ def test_windows_follow_block_vfe_on_real_images(cifar_images: torch.Tensor) -> 
 
 
 def test_channel_shuffle_switch() -> None:
-    gray = (
-        torch.rand((3, 1, 32, 32), generator=torch.Generator().manual_seed(0))
-        .expand(3, 3, 32, 32)
-        .contiguous()
-    )
+    gray = torch.rand((3, 1, 32, 32), generator=torch.Generator().manual_seed(0)).expand(3, 3, 32, 32).contiguous()
     joint = visual_mix(gray, 2, 8, channel_shuffle=False, generator=torch.Generator().manual_seed(0)).images
     assert torch.equal(joint[:, 0], joint[:, 1]) and torch.equal(joint[:, 0], joint[:, 2])
-    independent = visual_mix(
-        gray, 2, 8, channel_shuffle=True, generator=torch.Generator().manual_seed(0)
-    ).images
+    independent = visual_mix(gray, 2, 8, channel_shuffle=True, generator=torch.Generator().manual_seed(0)).images
     assert not torch.equal(independent[:, 0], independent[:, 1])
 
 

@@ -1,0 +1,113 @@
+"""Plain vs VisualMixer FedAvg with identical settings: the utility table with its privacy side.
+
+Every row is one ``flwr run`` of ``simulations/visualmixer_cifar`` (10 IID clients by
+default) through :func:`flwr_privshare.launch.run_app`. Beside each VisualMixer row stand
+the window bounds, the mean VFE gain (shuffled / plain) and the oracle recognition: the
+accuracy of a classifier trained on the plain public split when shown the shuffled test
+images (near 10% = chance; near the oracle's plain accuracy = nothing hidden).
+
+    python -m benchmarks.utility_table --data-root ../shared/datasets --output-dir /tmp/utility-runs
+
+writes ``benchmarks/results/utility_table.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from flwr_privshare.launch import run_app
+from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+
+APP = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (data folder, protection, window min, window max)
+SETTINGS = [
+    ("mnist", "none", 2, 8),
+    ("mnist", "visualmixer", 2, 4),
+    ("mnist", "visualmixer", 2, 8),
+    ("mnist", "visualmixer", 8, 16),
+    ("cifar10", "none", 2, 8),
+    ("cifar10", "visualmixer", 2, 8),
+    ("cifar10", "visualmixer", 8, 32),
+]
+
+
+def table_rows(summaries: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows, one per run."""
+    lines = [
+        "| data | protection | windows | accuracy (protected test) | accuracy (plain test) | VFE gain "
+        "| oracle on plain | oracle recognition | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        privacy = s["privacy"]
+        protected = s["protection"] != "none"
+        windows = f"{privacy['window_min']}-{privacy['window_max']}" if protected else "-"
+        gain = f"{privacy['vfe_gain']:.2f}x" if protected else "-"
+        oracle_plain = f"{privacy['oracle_plain_accuracy']:.1%}" if protected else "-"
+        recognition = f"{privacy['oracle_recognition']:.1%}" if protected else "-"
+        lines.append(
+            f"| {Path(s['dataset']).name} | {s['protection']} | {windows} | {s['final_accuracy']:.1%} "
+            f"| {s['final_plain_accuracy']:.1%} | {gain} | {oracle_plain} | {recognition} | {s['wall_time_s']:.0f} s |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, required=True, help="folder with cifar10/ and mnist/")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where the run folders go")
+    parser.add_argument("--num-clients", type=int, default=10)
+    parser.add_argument("--num-server-rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--oracle-epochs", type=int, default=10)
+    parser.add_argument("--only", default="", help="comma-separated data folders to run (default: all)")
+    args = parser.parse_args()
+
+    summaries = []
+    for data, protection, window_min, window_max in SETTINGS:
+        if args.only and data not in args.only.split(","):
+            continue
+        name = f"{data}-{protection}-{window_min}-{window_max}-s{args.seed}"
+        config = {
+            "data-dir": str((args.data_root / data).resolve()),
+            "output-dir": str(args.output_dir.resolve()),
+            "run-name": name,
+            "protection": protection,
+            "vim-window-min": window_min,
+            "vim-window-max": window_max,
+            "num-server-rounds": args.num_server_rounds,
+            "seed": args.seed,
+            "oracle-epochs": args.oracle_epochs,
+        }
+        federation = f"num-supernodes={args.num_clients} client-resources-num-cpus=1"
+        outcome = run_app(APP, config, federation, isolated=True)
+        if not outcome.completed:
+            raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-3000:]}")
+        summary = json.loads((args.output_dir / name / "summary.json").read_text())
+        summaries.append(summary)
+        print("\n".join(table_rows([summary])[2:]), flush=True)
+
+    command = "python -m benchmarks.utility_table " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v
+    )
+    text = "\n".join(
+        [
+            f"Produced by `{command}`",
+            f"({args.num_clients} IID clients, {args.num_server_rounds} rounds, seed {args.seed}).",
+            "",
+            *table_rows(summaries),
+            "",
+        ]
+    )
+    atomic_write_text(RESULTS / "utility_table.md", text)
+    atomic_write_json(RESULTS / "utility_table.json", {"runs": summaries, "versions": package_versions()})
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The ServerApp behaviour rejects bad input before any round and leaves no run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import pytest
+from flwr.app import Context, RecordDict
+from flwr.serverapp import Grid
+
+from flwr_privshare.config import ConfigError
+from flwr_privshare.data import DataError
+from flwr_privshare.server import run_fedavg_experiment
+
+
+class UntouchableGrid:
+    """A grid that fails the test if the server tries to talk to any client."""
+
+    def __getattr__(self, name: str) -> None:
+        pytest.fail(f"the server used the grid ({name}) before validating its input")
+
+
+def start(tmp_path: Path, **run_config: object) -> None:
+    run_config = {"output-dir": str(tmp_path), **run_config}
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)  # type: ignore[arg-type]
+    run_fedavg_experiment(cast(Grid, UntouchableGrid()), context)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "pattern"),
+    [
+        ({"data-dir": "/nonexistent/cifar"}, DataError, "data-dir '/nonexistent/cifar' is not a folder"),
+        ({"vim-window-max": 32, "dataset-folder": "mnist"}, ConfigError, "must be at most the image size 28x28"),
+        ({"public-size": 10**6}, DataError, r"public-size must be in \[0, 60000\)"),
+        ({"num-server-rounds": -2}, ConfigError, "'num-server-rounds' is -2"),
+        ({"protection": "dpm"}, ConfigError, "'protection' is 'dpm'"),
+    ],
+)
+def test_bad_input_fails_before_any_round(
+    tmp_path: Path, data_root: Path, overrides: dict[str, object], error: type[Exception], pattern: str
+) -> None:
+    overrides = dict(overrides)
+    folder = overrides.pop("dataset-folder", "mnist")
+    config = {"data-dir": str(data_root / str(folder)), **overrides}
+    with pytest.raises(error, match=pattern):
+        start(tmp_path, **config)
+    assert list(tmp_path.iterdir()) == []
