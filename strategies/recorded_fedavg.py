@@ -10,6 +10,7 @@ results). It is a drop-in ``FedAvg`` for any ServerApp.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from logging import WARNING
@@ -22,6 +23,17 @@ from flwr.serverapp.strategy import FedAvg, Result
 
 from flwr_privshare.results import RunFolder
 from flwr_privshare.wire import describe_content
+
+
+def _content_digest(message: Message) -> str:
+    """A digest of a reply's arrays (empty for an error reply), used only for ordering."""
+    digest = hashlib.sha256()
+    if not message.has_error():
+        for record in message.content.array_records.values():
+            for name, array in record.items():
+                digest.update(name.encode())
+                digest.update(array.data)
+    return digest.hexdigest()
 
 
 class RecordedFedAvg(FedAvg):
@@ -57,8 +69,13 @@ class RecordedFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Count failed replies, then aggregate the others as FedAvg does."""
-        replies = list(replies)
+        """Count failed replies, then aggregate the others as FedAvg does.
+
+        Replies are put in a content-determined order first: Flower hands them over in
+        arrival order, and floating-point sums in a different order differ in the last
+        bits, which would make two runs with the same seed diverge.
+        """
+        replies = sorted(replies, key=_content_digest)
         failed = [msg for msg in replies if msg.has_error()]
         self.failures[server_round] = len(failed)
         self._replies[server_round] = len(replies) - len(failed)

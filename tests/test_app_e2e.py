@@ -23,7 +23,7 @@ def run_small(tmp_path: Path, data_dir: Path, **overrides: object) -> tuple[Path
     config = {**SMALL, "data-dir": str(data_dir), "output-dir": str(tmp_path), "run-name": "run", **overrides}
     outcome = run_app(APP, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=600)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
-    return tmp_path / "run", outcome.log
+    return tmp_path / str(config["run-name"]), outcome.log
 
 
 def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection: str) -> dict:  # type: ignore[type-arg]
@@ -74,3 +74,14 @@ def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(tmp_path: 
     assert outcome.status == "finished:failed"
     assert "'vim-window-max' is 32; it must be at most the image size 28x28" in outcome.log
     assert list(tmp_path.iterdir()) == []
+
+
+def test_same_seed_gives_identical_runs(tmp_path: Path, data_root: Path) -> None:
+    columns = ("accuracy", "loss", "train_loss")
+    runs = []
+    for name in ("first", "second"):
+        folder, _ = run_small(
+            tmp_path, data_root / "mnist", protection="visualmixer", **{"run-name": name, "oracle-epochs": 0}
+        )
+        runs.append([{c: row[c] for c in columns} for row in csv.DictReader((folder / "rounds.csv").open())])
+    assert runs[0] == runs[1]
