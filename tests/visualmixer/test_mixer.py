@@ -146,3 +146,21 @@ def test_window_sizes_match_the_reference_on_mnist(data_root) -> None:  # type: 
     sizes = visual_mix(images, 2, 8).window_size_map()
     for image, image_sizes in zip(images, sizes, strict=True):
         assert torch.equal(reference_window_sizes(image, 2, 8), image_sizes)
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_window_permutations_are_uniform(size: int) -> None:
+    """Every source position lands on every target position of a window equally often."""
+    count = 3000
+    n = size * size
+    images = torch.arange(n, dtype=torch.float64).reshape(1, 1, size, size).repeat(count, 1, 1, 1)
+    images = images + 1000.0 * torch.arange(count, dtype=torch.float64)[:, None, None, None]  # distinct per image
+    mixed = visual_mix(images / images.max(), size, size, generator=torch.Generator().manual_seed(size)).images
+    sources = torch.round(mixed * images.max()).long().reshape(count, n) % 1000  # source position per target
+    counts = torch.zeros((n, n))
+    counts.index_put_((torch.arange(n).repeat(count), sources.reshape(-1)), torch.ones(count * n), accumulate=True)
+    expected = count / n
+    assert float((counts - expected).abs().max()) < 5 * (expected * (1 - 1 / n)) ** 0.5
+    if size == 2:  # all 24 permutations of a 2x2 window occur about equally often
+        _, frequency = torch.unique(sources, dim=0, return_counts=True)
+        assert len(frequency) == 24 and float((frequency - count / 24).abs().max()) < 5 * (count / 24) ** 0.5
