@@ -70,3 +70,27 @@ def test_bad_partition_requests(cifar_test) -> None:  # type: ignore[no-untyped-
         partition_rows(cifar_test.labels, private, partitioner="iid", num_partitions=2, partition_id=3, seed=0)
     with pytest.raises(DataError, match="public-size must be in"):
         split_public(100, 100, seed=0)
+
+
+def test_hub_ids_go_through_datasets(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub path (no network here): ``datasets.load_dataset(hub_id, split=...)`` is decoded the same way."""
+    import datasets
+
+    import flwr_privshare.data as data
+
+    requested = []
+    real_load_dataset = datasets.load_dataset
+
+    def offline_load_dataset(path: str, split: str) -> datasets.Dataset:
+        requested.append((path, split))
+        files = {split: str(data_root / "mnist" / f"{split}.parquet")}
+        return real_load_dataset("parquet", data_files=files, split=split, cache_dir=str(tmp_path / "hf"))
+
+    monkeypatch.setattr(datasets, "load_dataset", offline_load_dataset)
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_MEMORY_CACHE", {})
+    from_hub = load_split("ylecun/mnist", "test")
+    local = load_split("", "test", str(data_root / "mnist"))
+    assert requested == [("ylecun/mnist", "test")]
+    assert torch.equal(from_hub.images, local.images) and torch.equal(from_hub.labels, local.labels)
+    assert from_hub.num_classes == 10
