@@ -1,0 +1,116 @@
+"""Privacy accounting with Opacus's RDP accountant.
+
+User-level DP-FedAvg (McMahan et al., 2018, https://arxiv.org/abs/1710.06963) releases one
+Gaussian-noised average of clipped client updates per round. With ``m`` of ``N`` clients
+sampled per round, the round is a subsampled Gaussian mechanism with sample rate
+``q = m / N`` and one step; Opacus's RDP accountant composes the rounds (Mironov et al.,
+2019, https://arxiv.org/abs/1908.10530). Two caveats are reported with every epsilon:
+
+- Flower samples a fixed number of clients *without replacement*; RDP amplification is
+  proven for Poisson sampling, so the amplified epsilon is an approximation. The
+  no-amplification epsilon (``q = 1``) is a valid upper bound and is reported beside it.
+- A round in which only ``k < m`` sampled clients reply averages over ``k`` with noise
+  calibrated for ``m``: its sensitivity is ``C / k``, so it is accounted with the effective
+  noise multiplier ``z * k / m``.
+"""
+
+from __future__ import annotations
+
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+
+SAMPLING_ASSUMPTION = (
+    "Flower samples a fixed number m of N clients without replacement each round; epsilon "
+    "uses Opacus RDP for Poisson sampling at q = m/N, one step per round (an approximation). "
+    "epsilon_no_amplification (q = 1) is a valid upper bound."
+)
+
+
+def validate_dp_parameters(
+    *, noise_multiplier: float, clipping_norm: float, delta: float, num_sampled: int, num_total: int
+) -> None:
+    """Raise ``ValueError`` naming the first bad value."""
+    if not noise_multiplier > 0:
+        raise ValueError(f"noise-multiplier must be positive, got {noise_multiplier}")
+    if not clipping_norm > 0:
+        raise ValueError(f"clipping-norm must be positive, got {clipping_norm}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if num_total < 1 or not 1 <= num_sampled <= num_total:
+        raise ValueError(
+            f"sampled clients per round must be between 1 and the number of clients ({num_total}), got {num_sampled}"
+        )
+
+
+def epsilon_rdp(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon(delta) of a composition ``[(noise_multiplier, sample_rate, steps), ...]`` (Opacus RDP)."""
+    if not history:
+        return 0.0
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def noise_multiplier_for_target(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest noise multiplier that keeps ``steps`` rounds within ``target_epsilon`` (Opacus RDP).
+
+    Raises:
+        ValueError: when the target cannot be reached.
+    """
+    if not target_epsilon > 0:
+        raise ValueError(f"target-epsilon must be positive, got {target_epsilon}")
+    try:
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant="rdp",
+            )
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"target-epsilon {target_epsilon} cannot be reached at delta {delta}, sample rate {sample_rate} "
+            f"and {steps} rounds ({error})"
+        ) from error
+
+
+class UserLevelAccountant:
+    """Epsilon of user-level DP-FedAvg after every round (see the module docstring).
+
+    Args:
+        noise_multiplier: ``z``; the noise std on the sum of clipped updates is ``z * C``.
+        num_sampled: clients sampled per round, ``m``.
+        num_total: clients in the federation, ``N``.
+        delta: the target delta.
+    """
+
+    def __init__(self, noise_multiplier: float, num_sampled: int, num_total: int, delta: float) -> None:
+        self.noise_multiplier = noise_multiplier
+        self.num_sampled = num_sampled
+        self.sample_rate = num_sampled / num_total
+        self.delta = delta
+        self.history: list[tuple[float, float, int]] = []
+
+    def step(self, num_replies: int) -> None:
+        """Account one released round that averaged ``num_replies`` clipped updates."""
+        effective = self.noise_multiplier * min(num_replies, self.num_sampled) / self.num_sampled
+        if self.history and self.history[-1][0] == effective:
+            z, q, steps = self.history[-1]
+            self.history[-1] = (z, q, steps + 1)
+        else:
+            self.history.append((effective, self.sample_rate, 1))
+
+    @property
+    def rounds(self) -> int:
+        """Released rounds so far."""
+        return sum(steps for _, _, steps in self.history)
+
+    def epsilon(self) -> float:
+        """Epsilon with amplification by client sampling (the Poisson approximation)."""
+        return epsilon_rdp(self.history, self.delta)
+
+    def epsilon_no_amplification(self) -> float:
+        """Epsilon without amplification (every client in every round): an upper bound."""
+        return epsilon_rdp([(z, 1.0, steps) for z, _, steps in self.history], self.delta)
