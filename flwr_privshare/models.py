@@ -17,7 +17,7 @@ def _conv_block(in_channels: int, out_channels: int, groups: int) -> nn.Sequenti
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.GroupNorm(groups, out_channels),
-        nn.ReLU(inplace=True),
+        nn.ReLU(),  # not in place: Opacus hooks the GroupNorm output
     )
 
 

@@ -1,4 +1,4 @@
-"""Differential privacy: Opacus accounting for user-level DP-FedAvg (and, next, client DP-SGD)."""
+"""Differential privacy with Opacus: user-level DP-FedAvg accounting and client DP-SGD."""
 
 from .accounting import (
     UserLevelAccountant,
@@ -6,5 +6,16 @@ from .accounting import (
     noise_multiplier_for_target,
     validate_dp_parameters,
 )
+from .dpsgd import DPSGDResult, history_from_record, history_to_record, make_private_compatible, train_dp_sgd
 
-__all__ = ["UserLevelAccountant", "epsilon_rdp", "noise_multiplier_for_target", "validate_dp_parameters"]
+__all__ = [
+    "DPSGDResult",
+    "UserLevelAccountant",
+    "epsilon_rdp",
+    "history_from_record",
+    "history_to_record",
+    "make_private_compatible",
+    "noise_multiplier_for_target",
+    "train_dp_sgd",
+    "validate_dp_parameters",
+]
