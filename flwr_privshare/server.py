@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Context, MetricRecord, MetricRecordValues
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
 
-from flwr_privshare.strategies import RecordedFedAvg
+from flwr_privshare.strategies import Recorded
 
 from .attacks import oracle_recognition
 from .config import ExperimentConfig, derive_seed
@@ -104,13 +105,10 @@ def run_fedavg_experiment(grid: Grid, context: Context) -> Path:
         config.output_dir, config.run_name or default_run_name(config), config.to_run_config(), config.seed
     )
     try:
-        strategy = RecordedFedAvg(
-            folder,
-            fraction_train=config.fraction_train,
-            fraction_evaluate=0.0,
-            min_train_nodes=1,
-            min_available_nodes=1,
+        fedavg = FedAvg(
+            fraction_train=config.fraction_train, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1
         )
+        strategy = Recorded(fedavg, folder)
         result = strategy.start(
             grid,
             ArrayRecord(model.state_dict()),

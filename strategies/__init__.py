@@ -1,6 +1,6 @@
 """Flower Message-API strategies of flwr-privshare, installed as ``flwr_privshare.strategies``."""
 
 from .dp_fedavg import DPFedAvg
-from .recorded_fedavg import RecordedFedAvg
+from .recorded import Recorded
 
-__all__ = ["DPFedAvg", "RecordedFedAvg"]
+__all__ = ["DPFedAvg", "Recorded"]

@@ -1,11 +1,19 @@
-"""FedAvg that records every round into a run folder, with central evaluation and failure counts.
+"""A strategy wrapper that records every round into a run folder.
 
-Flower's ``FedAvg`` (McMahan et al., 2017, https://arxiv.org/abs/1602.05629) already drops
-replies that carry an error and logs them. ``RecordedFedAvg`` also *counts* them per round,
-and wraps the central ``evaluate_fn`` so that after each round one row with the central
-metrics, the aggregated client metrics and the failures goes to ``rounds.csv`` (the
-pattern of Flower's ``examples/advanced-pytorch``, which overrides ``start`` to save
-results). It is a drop-in ``FedAvg`` for any ServerApp.
+``Recorded(strategy, run_folder)`` wraps any Flower strategy (FedAvg, FedProx, a DP wrapper,
+...) the way Flower's DP wrappers do, and adds what an experiment needs:
+
+- each round, one ``rounds.csv`` row with the central metrics of ``evaluate_fn``, the
+  aggregated client metrics (prefixed ``train_``), the replies and failures received and
+  the payload bytes per client (the pattern of Flower's ``examples/advanced-pytorch``,
+  which overrides ``start`` to save results);
+- ``wire.json``: every reply received, described record by record (keys, shapes, dtypes,
+  bytes), for privacy audits;
+- failure counts: Flower drops replies that carry an error and logs them; they are also
+  counted per round (``failures``) so the run can report them;
+- a content-determined reply order: Flower hands replies over in arrival order, and
+  floating-point sums in another order differ in the last bits, which would make two runs
+  with the same seed diverge.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_privshare.results import RunFolder
 from flwr_privshare.wire import describe_content
@@ -36,29 +44,26 @@ def _content_digest(message: Message) -> str:
     return digest.hexdigest()
 
 
-class RecordedFedAvg(FedAvg):
-    """FedAvg whose rounds are written to a :class:`~flwr_privshare.results.RunFolder`.
+class Recorded(Strategy):
+    """Record the rounds of ``strategy`` into a :class:`~flwr_privshare.results.RunFolder`.
 
     Parameters
     ----------
+    strategy : Strategy
+        The strategy that does the work; every call is delegated to it.
     run_folder : RunFolder
-        Receives one ``rounds.csv`` row per round (round 0 is the initial model).
-    **fedavg_kwargs
-        Passed to :class:`flwr.serverapp.strategy.FedAvg` (``fraction_train``,
-        ``min_train_nodes``, ...).
+        Receives one ``rounds.csv`` row per round (round 0 is the initial model) and
+        ``wire.json``. The caller finishes the folder (summary and plots) after
+        :meth:`start` returns.
 
-    Notes
-    -----
-    Each row holds ``round``, ``elapsed_s``, the central metrics returned by
-    ``evaluate_fn``, the aggregated client training metrics prefixed ``train_`` and
-    ``train_replies`` / ``train_failures`` / ``payload_bytes_per_client``; ``wire.json``
-    describes every reply received (records, keys, shapes, dtypes, bytes). The caller
-    finishes the folder (summary and plots) after :meth:`start` returns; ``failures``
-    holds the per-round failure counts.
+    Attributes
+    ----------
+    failures : dict[int, int]
+        Failed replies per round.
     """
 
-    def __init__(self, run_folder: RunFolder, **fedavg_kwargs: Any) -> None:
-        super().__init__(**fedavg_kwargs)
+    def __init__(self, strategy: Strategy, run_folder: RunFolder) -> None:
+        self.strategy = strategy
         self.run_folder = run_folder
         self.failures: dict[int, int] = {}
         self._replies: dict[int, int] = {}
@@ -66,15 +71,30 @@ class RecordedFedAvg(FedAvg):
         self._payload_bytes: dict[int, float] = {}
         self.wire_log: list[dict[str, Any]] = []
 
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate to the wrapped strategy."""
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate to the wrapped strategy."""
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Delegate to the wrapped strategy."""
+        return self.strategy.aggregate_evaluate(server_round, list(replies))
+
+    def summary(self) -> None:
+        """Log the wrapped strategy's summary."""
+        self.strategy.summary()
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Count failed replies, then aggregate the others as FedAvg does.
-
-        Replies are put in a content-determined order first: Flower hands them over in
-        arrival order, and floating-point sums in a different order differ in the last
-        bits, which would make two runs with the same seed diverge.
-        """
+        """Order, count and describe the replies, then let the wrapped strategy aggregate them."""
         replies = sorted(replies, key=_content_digest)
         failed = [msg for msg in replies if msg.has_error()]
         self.failures[server_round] = len(failed)
@@ -87,7 +107,7 @@ class RecordedFedAvg(FedAvg):
         self.run_folder.write_json("wire.json", self.wire_log)
         if failed:
             log(WARNING, "round %d: %d of %d clients failed", server_round, len(failed), len(replies))
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if metrics is not None:
             self._train_metrics[server_round] = metrics
         return arrays, metrics
@@ -102,7 +122,7 @@ class RecordedFedAvg(FedAvg):
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
-        """Run FedAvg as :meth:`flwr.serverapp.strategy.Strategy.start` does, recording each round."""
+        """Run the rounds as :meth:`flwr.serverapp.strategy.Strategy.start` does, recording each one."""
         started = time.monotonic()
 
         def record(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

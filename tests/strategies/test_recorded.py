@@ -1,0 +1,111 @@
+"""Recorded: failed clients are counted and reported, the round goes on, the order is fixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.supercore.task_identity import TaskIdentity
+
+from flwr_privshare.results import RunFolder
+from flwr_privshare.strategies import DPFedAvg, Recorded
+
+
+@pytest.fixture(autouse=True)
+def _server_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def reply(weights: np.ndarray, examples: int) -> Message:
+    instruction = Message(content=RecordDict(), dst_node_id=5, message_type=MessageType.TRAIN)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(weights)}),
+            "metrics": MetricRecord({"loss": float(weights.mean()), "num-examples": examples}),
+        }
+    )
+    return Message(content=content, reply_to=instruction)
+
+
+def failure() -> Message:
+    instruction = Message(content=RecordDict(), dst_node_id=6, message_type=MessageType.TRAIN)
+    return Message(error=Error(code=2, reason="ClientApp raised"), reply_to=instruction)
+
+
+def test_failures_are_counted_and_the_others_aggregated(tmp_path: Path) -> None:
+    strategy = Recorded(FedAvg(min_train_nodes=1, min_available_nodes=1), RunFolder(tmp_path, "run", {}, seed=0))
+    arrays, metrics = strategy.aggregate_train(
+        1, [reply(np.full(3, 1.0, np.float32), 10), failure(), reply(np.full(3, 4.0, np.float32), 30)]
+    )
+    assert arrays is not None and metrics is not None
+    np.testing.assert_allclose(arrays["w"].numpy(), np.full(3, 3.25))  # (1*10 + 4*30) / 40
+    assert strategy.failures == {1: 1}
+    wire = strategy.wire_log[0]["replies"]
+    assert len(wire) == 2 and all(set(r) == {"arrays", "metrics"} for r in wire)
+
+
+def test_a_round_where_every_client_fails_keeps_the_model(tmp_path: Path) -> None:
+    strategy = Recorded(FedAvg(min_train_nodes=1, min_available_nodes=1), RunFolder(tmp_path, "run", {}, seed=0))
+    arrays, metrics = strategy.aggregate_train(2, [failure(), failure()])
+    assert arrays is None and metrics is None and strategy.failures == {2: 2}
+
+
+def test_aggregation_does_not_depend_on_arrival_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(1000).astype(np.float32) for _ in range(5)]
+    results = []
+    for order in ([0, 1, 2, 3, 4], [4, 2, 0, 3, 1]):
+        strategy = Recorded(FedAvg(min_available_nodes=1), RunFolder(tmp_path, f"run{order[0]}", {}, seed=0))
+        arrays, _ = strategy.aggregate_train(1, [reply(values[i], 7 + 3 * i) for i in order])
+        assert arrays is not None
+        results.append(arrays["w"].numpy())
+    assert np.array_equal(results[0], results[1])
+
+
+class EchoGrid:
+    """A grid whose nodes answer every train message with the received arrays plus 0.01 (node 3 fails)."""
+
+    def __init__(self, num_nodes: int) -> None:
+        self.node_ids = list(range(1, num_nodes + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return self.node_ids
+
+    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
+        replies = []
+        for msg in messages:
+            if msg.metadata.dst_node_id == 3:
+                replies.append(Message(error=Error(code=2, reason="boom"), reply_to=msg))
+                continue
+            weights = msg.content.array_records["arrays"]["w"].numpy() + 0.01
+            replies.append(reply(weights.astype(np.float32), 10))
+        return replies
+
+
+@pytest.mark.parametrize("inner", ["fedavg", "fedprox", "dp-fedavg"])
+def test_recorded_rounds_of_any_inner_strategy(tmp_path: Path, inner: str) -> None:
+    base = FedProx(proximal_mu=0.1) if inner == "fedprox" else FedAvg(fraction_evaluate=0.0)
+    wrapped = (
+        DPFedAvg(base, noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=4, num_total_clients=4, delta=1e-5)
+        if inner == "dp-fedavg"
+        else base
+    )
+    folder = RunFolder(tmp_path, "run", {}, seed=0)
+    strategy = Recorded(wrapped, folder)
+    result = strategy.start(
+        EchoGrid(4),  # type: ignore[arg-type]
+        ArrayRecord({"w": Array(np.zeros(5, np.float32))}),
+        num_rounds=2,
+        evaluate_fn=lambda server_round, arrays: MetricRecord({"accuracy": 0.5}),
+    )
+    assert strategy.failures == {1: 1, 2: 1}
+    assert [row["round"] for row in folder.rounds] == [0, 1, 2]
+    assert all(row["train_failures"] == 1 and row["train_replies"] == 3 for row in folder.rounds[1:])
+    if inner == "dp-fedavg":
+        epsilons = [row["train_epsilon"] for row in folder.rounds[1:]]
+        assert epsilons[0] < epsilons[1]
+    else:
+        np.testing.assert_allclose(result.arrays["w"].numpy(), np.full(5, 0.02), atol=1e-6)
