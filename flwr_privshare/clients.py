@@ -1,5 +1,11 @@
 """ClientApp behaviours: load the client's partition, protect it, train, reply.
 
+Protections (run-config ``protection``): ``none``; ``visualmixer``; ``dp-sgd`` (Opacus,
+with the accountant's history kept in ``context.state`` so the reported epsilon is
+cumulative); ``visualmixer+dp-sgd``; ``dp-fedavg`` (plain local training; the server clips
+and adds noise, or the client clips when the server asks for it, see
+:func:`dp_clipping_mod`).
+
 A VisualMixer client shuffles its own partition once (Algorithm 1) with a key that
 never leaves it, keeps the shuffled images in ``context.state`` for later rounds, and
 trains on them. Its reply carries only the model arrays and scalar metrics: no images,
@@ -17,15 +23,19 @@ from typing import cast
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
 
 from .config import ExperimentConfig, derive_seed
 from .data import ImageDataset, load_split, partition_rows, split_public
+from .dp import history_from_record, history_to_record, noise_multiplier_for_target, train_dp_sgd
 from .models import build_model, model_name_for
 from .train import get_device, train
 from .visualmixer import visual_mix
 
 VIM_STATE_KEY = "visualmixer-data"
 VIM_METRICS_KEY = "visualmixer-metrics"
+DP_SGD_STATE_KEY = "dp-sgd-accountant"
 
 
 def client_partition(config: ExperimentConfig, partition_id: int, num_partitions: int) -> ImageDataset:
@@ -90,29 +100,82 @@ def visualmixed_partition(config: ExperimentConfig, context: Context) -> tuple[I
     return data, metrics
 
 
+def training_data(config: ExperimentConfig, context: Context) -> tuple[ImageDataset, dict[str, float]]:
+    """The client's training data under its protection, and metrics about it to report."""
+    if config.uses_visualmixer:
+        data, metrics = visualmixed_partition(config, context)
+        return data, {key: float(value) for key, value in metrics.items()}  # type: ignore[arg-type]
+    partition_id = int(context.node_config["partition-id"])
+    return client_partition(config, partition_id, int(context.node_config["num-partitions"])), {}
+
+
+def dp_sgd_noise_multiplier(config: ExperimentConfig, num_examples: int) -> float:
+    """``noise-multiplier``, or the one that keeps all rounds within ``target-epsilon`` (Opacus RDP).
+
+    Opacus samples each batch with rate ``1 / ceil(n / batch_size)`` and takes that many
+    steps per epoch; a client that trains in every round takes
+    ``num_server_rounds * local_epochs`` epochs.
+    """
+    if config.target_epsilon <= 0:
+        return config.noise_multiplier
+    steps_per_epoch = -(-num_examples // config.batch_size)
+    steps = config.num_server_rounds * config.local_epochs * steps_per_epoch
+    return noise_multiplier_for_target(config.target_epsilon, config.delta, 1.0 / steps_per_epoch, steps)
+
+
+def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's ``fixedclipping_mod`` when the server asks for client-side clipping, else a no-op.
+
+    ``DPFedAvg(..., clipping="client")`` sends ``clipping_norm`` in the train config; the mod
+    then clips this client's update before it leaves the client.
+    """
+    configs = msg.content.config_records
+    if any("clipping_norm" in record for record in configs.values()):
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
 def train_handler(msg: Message, context: Context) -> Message:
     """Train the received global model on the client's (protected) partition."""
     config = ExperimentConfig.from_run_config(context.run_config)
     partition_id = int(context.node_config["partition-id"])
-    if config.protection == "visualmixer":
-        data, extra = visualmixed_partition(config, context)
-    else:
-        data = client_partition(config, partition_id, int(context.node_config["num-partitions"]))
-        extra = MetricRecord()
+    data, extra = training_data(config, context)
     name = config.model if config.model != "auto" else model_name_for(data.image_shape)
     model = build_model(name, data.num_classes)
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     server_round = cast(int, msg.content.config_records["config"]["server-round"])
-    loss = train(
-        model,
-        data,
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        device=get_device(),
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, "train", partition_id, server_round)),
-    )
+    seed = derive_seed(config.seed, "train", partition_id, server_round)
+    if config.uses_dp_sgd:
+        stored = context.state.config_records.get(DP_SGD_STATE_KEY)
+        result = train_dp_sgd(
+            model,
+            data,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            noise_multiplier=dp_sgd_noise_multiplier(config, len(data)),
+            max_grad_norm=config.max_grad_norm,
+            delta=config.delta,
+            history=history_from_record(stored) if stored is not None else [],
+            device=get_device(),
+            seed=seed,
+            accountant=config.dp_accountant,
+        )
+        context.state[DP_SGD_STATE_KEY] = history_to_record(result.history, config.dp_accountant)
+        loss = result.loss
+        extra["epsilon"] = result.epsilon
+    else:
+        loss = train(
+            model,
+            data,
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            device=get_device(),
+            generator=torch.Generator().manual_seed(seed),
+        )
     metrics = MetricRecord({"loss": loss, "num-examples": len(data), **dict(extra)})
     content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)

@@ -18,7 +18,9 @@ from .models import MODEL_NAMES
 from .train import OPTIMIZERS
 from .visualmixer.mixer import is_power_of_two
 
-PROTECTIONS = ("none", "visualmixer")
+PROTECTIONS = ("none", "visualmixer", "dp-sgd", "visualmixer+dp-sgd", "dp-fedavg")
+DP_ACCOUNTANTS = ("rdp", "prv")
+DP_CLIPPING = ("server", "client")
 
 
 class ConfigError(ValueError):
@@ -43,7 +45,7 @@ class ExperimentConfig:
         seed: fixes partitions, client RNGs, model initialisation and the server's RNGs.
         output_dir: folder that receives the run folder (use an absolute path with ``flwr run``).
         run_name: name of the run folder; empty: derived from method, data set, seed and time.
-        protection: "none" or "visualmixer".
+        protection: one of :data:`PROTECTIONS`.
         fraction_train: fraction of clients sampled per round.
         public_size: rows of the training split kept for the server (never given to a client).
         samples_per_client: cap on each client's partition (0: no cap).
@@ -52,6 +54,14 @@ class ExperimentConfig:
         vim_window_max: VisualMixer's largest window (power of two).
         vim_channel_shuffle: also permute channels independently.
         oracle_epochs: epochs of the oracle classifier trained on the public split (0: skip).
+        noise_multiplier: DP noise multiplier ``z`` (DP-SGD: per batch; DP-FedAvg: per round).
+        max_grad_norm: DP-SGD per-example gradient clipping norm.
+        clipping_norm: DP-FedAvg client-update clipping norm ``S``.
+        delta: the delta of every reported epsilon.
+        target_epsilon: when positive, the noise multiplier is chosen so that the whole run
+            stays within this epsilon (per client for DP-SGD, per user for DP-FedAvg).
+        dp_accountant: DP-SGD accountant, "rdp" or "prv" (DP-FedAvg always uses RDP).
+        dp_clipping: DP-FedAvg clipping on the "server" or on the "client".
     """
 
     num_server_rounds: int = 5
@@ -76,6 +86,13 @@ class ExperimentConfig:
     vim_window_max: int = 8
     vim_channel_shuffle: bool = True
     oracle_epochs: int = 3
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    clipping_norm: float = 0.5
+    delta: float = 1e-5
+    target_epsilon: float = 0.0
+    dp_accountant: str = "rdp"
+    dp_clipping: str = "server"
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -114,6 +131,14 @@ class ExperimentConfig:
             _require(self._get(key) >= 0, key, self._get(key), "a non-negative integer")
         _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a positive number")
         _require(self.dirichlet_alpha > 0, "dirichlet-alpha", self.dirichlet_alpha, "a positive number")
+        for key in ("noise-multiplier", "max-grad-norm", "clipping-norm"):
+            _require(self._get(key) > 0, key, self._get(key), "a positive number")
+        _require(0 < self.delta < 1, "delta", self.delta, "a number in (0, 1)")
+        _require(
+            self.target_epsilon >= 0, "target-epsilon", self.target_epsilon, "non-negative (0: use noise-multiplier)"
+        )
+        _require(self.dp_accountant in DP_ACCOUNTANTS, "dp-accountant", self.dp_accountant, f"one of {DP_ACCOUNTANTS}")
+        _require(self.dp_clipping in DP_CLIPPING, "dp-clipping", self.dp_clipping, f"one of {DP_CLIPPING}")
         _require(0 < self.fraction_train <= 1, "fraction-train", self.fraction_train, "a number in (0, 1]")
         _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         _require(self.protection in PROTECTIONS, "protection", self.protection, f"one of {PROTECTIONS}")
@@ -140,6 +165,16 @@ class ExperimentConfig:
             self.vim_window_max,
             f"at most the image size {image_shape[1]}x{image_shape[2]}",
         )
+
+    @property
+    def uses_visualmixer(self) -> bool:
+        """Whether clients shuffle their images with VisualMixer."""
+        return self.protection in ("visualmixer", "visualmixer+dp-sgd")
+
+    @property
+    def uses_dp_sgd(self) -> bool:
+        """Whether clients train with DP-SGD."""
+        return self.protection in ("dp-sgd", "visualmixer+dp-sgd")
 
     def _get(self, key: str) -> Any:
         return getattr(self, key.replace("-", "_"))

@@ -93,15 +93,15 @@ class RunFolder:
         """Write ``<name>`` (JSON) into the run folder, atomically."""
         atomic_write_json(self.path / name, obj)
 
-    def finish(self, summary: Mapping[str, Any], plots: Mapping[str, Sequence[str]]) -> Path:
-        """Write ``summary.json`` and one PNG per ``{file stem: [rounds.csv columns]}``, then publish.
+    def finish(self, summary: Mapping[str, Any], plots: Mapping[str, tuple[str, Sequence[str]]]) -> Path:
+        """Write ``summary.json`` and one PNG per ``{file stem: (x column, [y columns])}``, then publish.
 
         Returns:
             The final run folder.
         """
         atomic_write_json(self.path / "summary.json", dict(summary))
-        for stem, columns in plots.items():
-            self._plot_rounds(stem, columns)
+        for stem, (x_column, columns) in plots.items():
+            self._plot_rounds(stem, x_column, columns)
         os.replace(self.path, self.final_path)
         return self.final_path
 
@@ -109,7 +109,7 @@ class RunFolder:
         """Remove the incomplete folder (a run that failed leaves nothing behind)."""
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def _plot_rounds(self, stem: str, columns: Sequence[str]) -> None:
+    def _plot_rounds(self, stem: str, x_column: str, columns: Sequence[str]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -118,11 +118,16 @@ class RunFolder:
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for column in columns:
-            points = [(row["round"], row[column]) for row in self.rounds if row.get(column) is not None]
+            points = [
+                (row[x_column], row[column])
+                for row in self.rounds
+                if row.get(column) is not None and row.get(x_column) is not None
+            ]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=column)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("round")
+        if x_column == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(x_column)
         ax.set_ylabel("accuracy")
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)

@@ -16,12 +16,13 @@ from flwr_privshare.launch import run_app
 from flwr_privshare.models import build_model, model_name_for
 
 APP = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
+DP_APP = APP.parent / "dp_fedavg_cifar"
 SMALL = {"num-server-rounds": 2, "samples-per-client": 128, "test-size": 500, "public-size": 1000, "oracle-epochs": 1}
 
 
-def run_small(tmp_path: Path, data_dir: Path, **overrides: object) -> tuple[Path, str]:
+def run_small(tmp_path: Path, data_dir: Path, app: Path = APP, **overrides: object) -> tuple[Path, str]:
     config = {**SMALL, "data-dir": str(data_dir), "output-dir": str(tmp_path), "run-name": "run", **overrides}
-    outcome = run_app(APP, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=600)  # type: ignore[arg-type]
+    outcome = run_app(app, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=600)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
     return tmp_path / str(config["run-name"]), outcome.log
 
@@ -29,6 +30,7 @@ def run_small(tmp_path: Path, data_dir: Path, **overrides: object) -> tuple[Path
 def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection: str) -> dict:  # type: ignore[type-arg]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["protection"] == protection and summary["num_rounds"] == 2 and summary["num_clients"] == 3
+    assert (summary["epsilon"] is None) == ("dp" not in protection)
     assert summary["client_failures"] == 0 and summary["seed"] == 42 and summary["wall_time_s"] > 0
     assert 0.0 <= summary["final_accuracy"] <= 1.0
     config = json.loads((folder / "config.json").read_text())
@@ -85,3 +87,33 @@ def test_same_seed_gives_identical_runs(tmp_path: Path, data_root: Path) -> None
         )
         runs.append([{c: row[c] for c in columns} for row in csv.DictReader((folder / "rounds.csv").open())])
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize(
+    ("protection", "overrides"),
+    [
+        ("dp-sgd", {"noise-multiplier": 1.0, "max-grad-norm": 1.0}),
+        ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0}),
+        ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0, "dp-clipping": "client"}),
+        ("visualmixer+dp-sgd", {"target-epsilon": 8.0}),
+    ],
+)
+def test_dp_protections(tmp_path: Path, data_root: Path, protection: str, overrides: dict[str, object]) -> None:
+    folder, _ = run_small(
+        tmp_path, data_root / "mnist", app=DP_APP, protection=protection, **{"samples-per-client": 256, **overrides}
+    )
+    summary = check_run_folder(folder, (1, 28, 28), protection)
+    dp = summary["privacy"]["dp"]
+    rows = list(csv.DictReader((folder / "rounds.csv").open()))
+    column = "train_epsilon" if protection == "dp-fedavg" else "train_epsilon-max"
+    epsilons = [float(row[column]) for row in rows[1:]]
+    assert 0 < epsilons[0] < epsilons[1] == pytest.approx(summary["epsilon"])
+    assert summary["delta"] == 1e-5 and dp["delta"] == 1e-5 and dp["sampling_assumption"]
+    if protection == "dp-fedavg":
+        assert dp["sample_rate"] == 1.0 and dp["epsilon_no_amplification"] == pytest.approx(dp["epsilon"])
+        assert dp["clipping"] == overrides.get("dp-clipping", "server")
+    else:
+        assert float(rows[-1]["train_epsilon-mean"]) <= summary["epsilon"]
+    if protection == "visualmixer+dp-sgd":
+        assert summary["epsilon"] <= 8.0 + 0.05 and summary["privacy"]["vfe_gain"] > 1.0
+    assert (folder / "accuracy_vs_epsilon.png").stat().st_size > 1000

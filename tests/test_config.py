@@ -9,7 +9,7 @@ import pytest
 
 from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed
 
-APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
+SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,13 @@ APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cif
             r"'optimizer' is 'rmsprop'; it must be one of \('sgd', 'adam', 'st-adam'\)",
         ),
         ({"protection": "magic"}, "'protection' is 'magic'; it must be one of"),
+        ({"noise-multiplier": 0.0}, "'noise-multiplier' is 0.0; it must be a positive number"),
+        ({"max-grad-norm": -1.0}, "'max-grad-norm' is -1.0; it must be a positive number"),
+        ({"clipping-norm": 0}, "'clipping-norm' is 0.0; it must be a positive number"),
+        ({"delta": 1.0}, r"'delta' is 1.0; it must be a number in \(0, 1\)"),
+        ({"target-epsilon": -3.0}, "'target-epsilon' is -3.0; it must be non-negative"),
+        ({"dp-accountant": "gdp"}, "'dp-accountant' is 'gdp'; it must be one of"),
+        ({"dp-clipping": "both"}, "'dp-clipping' is 'both'; it must be one of"),
         ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),
         ({"num-server-rounds": 0}, "'num-server-rounds' is 0; it must be a positive integer"),
         ({"local-epochs": -1}, "'local-epochs' is -1; it must be a positive integer"),
@@ -49,11 +56,15 @@ def test_window_larger_than_the_image_is_rejected() -> None:
         config.validate_image_shape((1, 28, 28))
 
 
-def test_app_defaults_match_the_library_defaults() -> None:
-    app_config = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+@pytest.mark.parametrize(
+    ("app", "differences"),
+    [("visualmixer_cifar", {}), ("dp_fedavg_cifar", {"protection": "dp-fedavg", "oracle-epochs": 0})],
+)
+def test_app_defaults_match_the_library_defaults(app: str, differences: dict[str, object]) -> None:
+    app_config = tomllib.loads((SIMULATIONS / app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert set(app_config) == set(ExperimentConfig.keys())  # Flower only accepts overrides of listed keys
     parsed = ExperimentConfig.from_run_config(app_config)
-    assert set(app_config) == set(ExperimentConfig.keys())
-    assert parsed == ExperimentConfig()
+    assert parsed == ExperimentConfig.from_run_config(differences)
 
 
 def test_integral_floats_are_accepted_and_round_trip() -> None:

@@ -16,7 +16,7 @@ def test_run_folder_is_published_only_on_finish(tmp_path: Path) -> None:
     assert not (tmp_path / "run-a").exists()
     folder.add_round({"round": 0, "accuracy": 0.1})
     folder.add_round({"round": 1, "accuracy": 0.4, "train_failures": 1})
-    final = folder.finish({"final_accuracy": 0.4}, {"accuracy": ["accuracy"]})
+    final = folder.finish({"final_accuracy": 0.4}, {"accuracy": ("round", ["accuracy"])})
     assert final == tmp_path / "run-a" and not folder.path.exists()
     config = json.loads((final / "config.json").read_text())
     assert config["seed"] == 1 and config["config"]["lr"] == 0.1 and "torch" in config["versions"]

@@ -3,12 +3,12 @@
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from flwr_privshare.clients import train_handler
+from flwr_privshare.clients import dp_clipping_mod, train_handler
 
 app = ClientApp()
 
 
-@app.train()
+@app.train(mods=[dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     """Train the global model on this client's protected partition."""
     return train_handler(msg, context)
