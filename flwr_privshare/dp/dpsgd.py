@@ -31,6 +31,7 @@ from ..train import make_optimizer
 logger = logging.getLogger(__name__)
 
 ACCOUNTANTS = ("rdp", "prv")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
 History = list[tuple[float, float, int]]
 
 
@@ -69,6 +70,7 @@ def train_dp_sgd(
     device: torch.device,
     seed: int,
     accountant: str = "rdp",
+    grad_sample_mode: str = "hooks",
 ) -> DPSGDResult:
     """Train ``model`` in place with DP-SGD; continue the accountant from ``history``.
 
@@ -83,9 +85,14 @@ def train_dp_sgd(
         history: the accountant history of earlier rounds (empty for the first).
         seed: seeds Poisson sampling and the noise.
         accountant: "rdp" or "prv".
+        grad_sample_mode: how Opacus gets per-example gradients: "hooks" (default; the
+            fastest for these small CNNs in ``benchmarks/dp_overhead.py``), "functorch",
+            "ew" (expanded weights) or "ghost" (ghost clipping, no per-example gradients).
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
     model.to(device).train()
     images = data.images.float().div_(255.0)
     loader = DataLoader(
@@ -95,16 +102,22 @@ def train_dp_sgd(
     )
     engine = PrivacyEngine(accountant=accountant)
     engine.accountant.history = list(history)
-    private_model, private_optimizer, private_loader = engine.make_private(
+    criterion: nn.Module = nn.CrossEntropyLoss()
+    private = engine.make_private(
         module=model,
         optimizer=make_optimizer(optimizer, model.parameters(), learning_rate),
+        criterion=criterion,
         data_loader=loader,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         poisson_sampling=True,
         noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
+        grad_sample_mode=grad_sample_mode,
     )
-    criterion = nn.CrossEntropyLoss()
+    if grad_sample_mode == "ghost":  # ghost clipping also returns a loss that does the clipping
+        private_model, private_optimizer, criterion, private_loader = private
+    else:
+        private_model, private_optimizer, private_loader = private
     total_loss, total_count = 0.0, 0
     for _ in range(epochs):
         for batch_images, batch_labels in private_loader:

@@ -92,3 +92,21 @@ def test_unknown_accountant_is_rejected(tiny_data: ImageDataset) -> None:
             noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5, history=[], device=torch.device("cpu"), seed=0,
             accountant="gdp",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew", "ghost"])
+def test_every_grad_sample_mode_trains_and_accounts_alike(tiny_data: ImageDataset, mode: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("mnist-cnn")
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_dp_sgd(
+        model, tiny_data, epochs=1, batch_size=16, optimizer="sgd", learning_rate=0.05, noise_multiplier=1.2,
+        max_grad_norm=1.0, delta=1e-5, history=[], device=torch.device("cpu"), seed=0, grad_sample_mode=mode,
+    )  # fmt: skip
+    assert result.history == [(1.2, 16 / 96, 6)]
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="grad_sample_mode must be one of"):
+        train_dp_sgd(
+            model, tiny_data, epochs=1, batch_size=16, optimizer="sgd", learning_rate=0.05, noise_multiplier=1.0,
+            max_grad_norm=1.0, delta=1e-5, history=[], device=torch.device("cpu"), seed=0, grad_sample_mode="x",
+        )  # fmt: skip
