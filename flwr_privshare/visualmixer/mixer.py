@@ -32,6 +32,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -152,27 +153,33 @@ def _window_layout(height: int, width: int, size: int, device: torch.device) -> 
     return flat.gather(1, valid_first), bool((flat == height * width).any())
 
 
-_PADDING_KEY = 2**31 - 1  # larger than every random key: padding sorts last
-
-
 def _random_permutations(
-    count: int, n: int, padded_layout: torch.Tensor | None, generator: torch.Generator | None, device: torch.device
+    count: int, n: int, padding: torch.Tensor | None, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
     """``(count, n)`` independent uniform permutations of each window's valid positions.
 
-    ``padded_layout`` (``(count, n)`` layout rows, or ``None`` when no window is partial)
-    marks positions outside the image, which sort last and stay in place. For ``n == 4``
-    (2x2 windows) an index into the table of all 24 permutations is exactly uniform and
-    avoids sorting millions of 4-element rows; otherwise 31-bit random integer keys are
-    argsorted (faster than float keys, and ties are rarer than with float32's 24 bits).
+    ``padding`` (``(count, n)`` bool, or ``None`` when no window is partial) marks positions
+    outside the image; they sort last and stay in place. For ``n == 4`` (2x2 windows) an
+    index into the table of all 24 permutations is exactly uniform and needs no sort.
+    Otherwise every position gets a random key with its own index packed into the low
+    bits, and sorting the packed keys yields the permutation directly; on the CPU numpy's
+    SIMD sort does this several times faster than ``torch.argsort``. The keys carry at
+    least 25 random bits (int32 up to 8x8 windows, int64 beyond), so ties, which would
+    keep two pixels in index order, occur in fewer than 1e-4 of the windows.
     """
-    if padded_layout is None and n == 4:
+    if padding is None and n == 4:
         table = _ALL_PERMUTATIONS_OF_4.to(device)
         return table[torch.randint(0, 24, (count,), generator=generator, device=device)]
-    keys = torch.empty((count, n), dtype=torch.int32, device=device).random_(0, _PADDING_KEY, generator=generator)
-    if padded_layout is not None:
-        keys = keys.masked_fill(padded_layout == padded_layout.max(), _PADDING_KEY)
-    return keys.argsort(dim=-1)
+    shift = (n - 1).bit_length()
+    dtype = torch.int32 if n <= 64 else torch.int64
+    top = (1 << ((31 if dtype == torch.int32 else 63) - shift)) - 1
+    keys = torch.empty((count, n), dtype=dtype, device=device).random_(0, top, generator=generator)
+    if padding is not None:
+        keys.masked_fill_(padding, top)  # larger than every random key
+    keys = (keys << shift) | torch.arange(n, dtype=dtype, device=device)
+    on_cpu = device.type == "cpu"
+    keys = torch.from_numpy(np.sort(keys.numpy(), axis=-1)) if on_cpu else keys.sort(dim=-1).values
+    return (keys & ((1 << shift) - 1)).long()
 
 
 def _shuffle_windows(
@@ -185,8 +192,9 @@ def _shuffle_windows(
 
     For each level, the decided windows draw permutations of their pixel positions (one
     per channel when ``channel_shuffle``) and ``out[layout] = images[layout[perm]]`` is
-    written for all of them at once through flat indices. A spare column at index ``H * W``
-    absorbs the padding positions of edge windows.
+    written for all of them at once through flat indices (``index_select`` and
+    ``index_copy_``, about three times faster than advanced indexing on the CPU). A spare
+    column at index ``H * W`` absorbs the padding positions of edge windows.
     """
     batch, channels, height, width = images.shape
     device = images.device
@@ -202,12 +210,13 @@ def _shuffle_windows(
             continue
         key_channels = channels if channel_shuffle else 1
         local = layout[window_idx]  # (K, n)
-        pad_rows = local.repeat_interleave(key_channels, 0) if padded else None
-        perm = _random_permutations(count * key_channels, n, pad_rows, generator, device)
+        padding = (local == num_pixels).repeat_interleave(key_channels, 0) if padded else None
+        perm = _random_permutations(count * key_channels, n, padding, generator, device)
         perm = perm.reshape(count, key_channels, n).expand(count, channels, n)
         rows = ((image_idx * channels)[:, None, None] + channel_offsets[None, :, None]) * (num_pixels + 1)
-        targets = rows + local[:, None, :]
-        out[targets.reshape(-1)] = source[targets.gather(-1, perm).reshape(-1)]
+        moved_from = local[:, None, :].expand(count, channels, n).gather(-1, perm)
+        values = source.index_select(0, (rows + moved_from).reshape(-1))
+        out.index_copy_(0, (rows + local[:, None, :]).reshape(-1), values)
     return out.reshape(batch * channels, num_pixels + 1)[:, :num_pixels].reshape(images.shape)
 
 
