@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
+DEFAULT_GRAD_SAMPLE_MODE = "ew"  # fastest for the project's CNNs on CPU (benchmarks/dp_overhead.py)
 History = list[tuple[float, float, int]]
 
 
@@ -70,7 +71,7 @@ def train_dp_sgd(
     device: torch.device,
     seed: int,
     accountant: str = "rdp",
-    grad_sample_mode: str = "hooks",
+    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE,
 ) -> DPSGDResult:
     """Train ``model`` in place with DP-SGD; continue the accountant from ``history``.
 
@@ -85,9 +86,10 @@ def train_dp_sgd(
         history: the accountant history of earlier rounds (empty for the first).
         seed: seeds Poisson sampling and the noise.
         accountant: "rdp" or "prv".
-        grad_sample_mode: how Opacus gets per-example gradients: "hooks" (default; the
-            fastest for these small CNNs in ``benchmarks/dp_overhead.py``), "functorch",
-            "ew" (expanded weights) or "ghost" (ghost clipping, no per-example gradients).
+        grad_sample_mode: how Opacus gets per-example gradients: "ew" (expanded weights,
+            the default: as fast as plain training for these CNNs on CPU in
+            ``benchmarks/dp_overhead.py``), "hooks" (0.7x), "ghost" (ghost clipping, no
+            per-example gradients; 0.65x) or "functorch" (0.57x).
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
