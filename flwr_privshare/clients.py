@@ -18,7 +18,7 @@ seed and the partition id so that runs are reproducible.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -145,37 +145,31 @@ def train_handler(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     server_round = cast(int, msg.content.config_records["config"]["server-round"])
     seed = derive_seed(config.seed, "train", partition_id, server_round)
+    local_training: dict[str, Any] = {
+        "epochs": config.local_epochs,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "learning_rate": config.learning_rate,
+        "device": get_device(),
+    }
     if config.uses_dp_sgd:
         stored = context.state.config_records.get(DP_SGD_STATE_KEY)
         result = train_dp_sgd(
             model,
             data,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            optimizer=config.optimizer,
-            learning_rate=config.learning_rate,
             noise_multiplier=dp_sgd_noise_multiplier(config, len(data)),
             max_grad_norm=config.max_grad_norm,
             delta=config.delta,
             history=history_from_record(stored) if stored is not None else [],
-            device=get_device(),
             seed=seed,
             accountant=config.dp_accountant,
+            **local_training,
         )
         context.state[DP_SGD_STATE_KEY] = history_to_record(result.history, config.dp_accountant)
         loss = result.loss
         extra["epsilon"] = result.epsilon
     else:
-        loss = train(
-            model,
-            data,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            optimizer=config.optimizer,
-            learning_rate=config.learning_rate,
-            device=get_device(),
-            generator=torch.Generator().manual_seed(seed),
-        )
+        loss = train(model, data, generator=torch.Generator().manual_seed(seed), **local_training)
     metrics = MetricRecord({"loss": loss, "num-examples": len(data), **dict(extra)})
     content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)
