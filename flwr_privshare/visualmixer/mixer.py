@@ -59,18 +59,30 @@ def check_window_bounds(window_min: int, window_max: int, height: int, width: in
 class MixResult:
     """What :func:`visual_mix` returns.
 
+    The VFE report is computed on first access, so a caller that only needs the shuffled
+    images (the transform, a training pipeline) does not pay for it.
+
     Attributes:
         images: the shuffled batch, same shape and dtype as the input.
-        vfe_before: ``(B,)`` image VFE of the input (Eq. 4).
-        vfe_after: ``(B,)`` image VFE of the shuffled batch, the achieved VFE.
         levels: ``(window_size, decided)`` per level, largest first; ``decided`` is a
             ``(B, ceil(H / s), ceil(W / s))`` bool map of the blocks shuffled at size ``s``.
+        region_size: region side of the reported image VFE.
     """
 
     images: torch.Tensor
-    vfe_before: torch.Tensor
-    vfe_after: torch.Tensor
     levels: tuple[tuple[int, torch.Tensor], ...]
+    region_size: int
+    _energy: tuple[torch.Tensor, torch.Tensor]
+
+    @functools.cached_property
+    def vfe_before(self) -> torch.Tensor:
+        """``(B,)`` image VFE of the input (Eq. 4)."""
+        return region_sums(*self._energy, self.region_size).mean(dim=(1, 2))
+
+    @functools.cached_property
+    def vfe_after(self) -> torch.Tensor:
+        """``(B,)`` image VFE of the shuffled batch: the achieved VFE."""
+        return image_vfe(self.images, self.region_size)
 
     def window_size_map(self) -> torch.Tensor:
         """``(B, H, W)`` int tensor: the size of the window each pixel was shuffled in."""
@@ -240,7 +252,8 @@ def visual_mix(
         generator: the source of randomness; pass a seeded one for reproducible output.
 
     Returns:
-        A :class:`MixResult` with the shuffled batch and its VFE before and after.
+        A :class:`MixResult` with the shuffled batch, its windows and (on access) its VFE
+        before and after.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be a (B, C, H, W) batch, got shape {tuple(images.shape)}")
@@ -249,12 +262,7 @@ def visual_mix(
     energy_x, energy_y = dx2.mean(dim=1), dy2.mean(dim=1)
     levels = _assign_windows(energy_x, energy_y, window_min, window_max)
     mixed = _shuffle_windows(images, levels, channel_shuffle, generator)
-    return MixResult(
-        images=mixed,
-        vfe_before=region_sums(energy_x, energy_y, region_size).mean(dim=(1, 2)),
-        vfe_after=image_vfe(mixed, region_size),
-        levels=levels,
-    )
+    return MixResult(images=mixed, levels=levels, region_size=region_size, _energy=(energy_x, energy_y))
 
 
 class VisualMixer:
