@@ -76,13 +76,17 @@ def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path
     )
 
 
-def test_shuffled_data_is_reused_and_differs_between_clients(data_root: Path) -> None:
+def test_shuffled_data_is_reused_and_differs_between_clients(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, first = run_train(data_root, 0)
     images_0 = first.state.array_records[VIM_STATE_KEY]["images"].numpy()
     _, again = run_train(data_root, 0)
     assert np.array_equal(again.state.array_records[VIM_STATE_KEY]["images"].numpy(), images_0)
-    _, reused = run_train(data_root, 0, state=first.state)
-    assert reused.state.array_records[VIM_STATE_KEY]["images"].numpy() is not None
+    import flwr_privshare.clients as clients
+
+    with monkeypatch.context() as patch:
+        patch.setattr(clients, "visual_mix", lambda *args, **kwargs: pytest.fail("mixed again"))
+        _, reused = run_train(data_root, 0, state=first.state)
+    assert np.array_equal(reused.state.array_records[VIM_STATE_KEY]["images"].numpy(), images_0)
     _, other = run_train(data_root, 1)
     assert not np.array_equal(other.state.array_records[VIM_STATE_KEY]["images"].numpy(), images_0)
 
