@@ -14,14 +14,13 @@ writes ``benchmarks/results/utility_table.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from flwr_privshare.launch import run_app
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
 
-APP = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
+from .app_runs import command_line, run_summary
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # (data folder, protection, window min, window max)
@@ -75,8 +74,6 @@ def main() -> None:
         name = f"{data}-{protection}-{window_min}-{window_max}-s{args.seed}"
         config = {
             "data-dir": str((args.data_root / data).resolve()),
-            "output-dir": str(args.output_dir.resolve()),
-            "run-name": name,
             "protection": protection,
             "vim-window-min": window_min,
             "vim-window-max": window_max,
@@ -84,17 +81,11 @@ def main() -> None:
             "seed": args.seed,
             "oracle-epochs": args.oracle_epochs,
         }
-        federation = f"num-supernodes={args.num_clients} client-resources-num-cpus=1"
-        outcome = run_app(APP, config, federation, isolated=True)
-        if not outcome.completed:
-            raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-3000:]}")
-        summary = json.loads((args.output_dir / name / "summary.json").read_text())
+        summary = run_summary("visualmixer_cifar", name, config, args.num_clients, args.output_dir)
         summaries.append(summary)
         print("\n".join(table_rows([summary])[2:]), flush=True)
 
-    command = "python -m benchmarks.utility_table " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v
-    )
+    command = command_line("benchmarks.utility_table", vars(args))
     text = "\n".join(
         [
             f"Produced by `{command}`",

@@ -154,10 +154,11 @@ def train_handler(msg: Message, context: Context) -> Message:
     }
     if config.uses_dp_sgd:
         stored = context.state.config_records.get(DP_SGD_STATE_KEY)
+        noise_multiplier = dp_sgd_noise_multiplier(config, len(data))
         result = train_dp_sgd(
             model,
             data,
-            noise_multiplier=dp_sgd_noise_multiplier(config, len(data)),
+            noise_multiplier=noise_multiplier,
             max_grad_norm=config.max_grad_norm,
             delta=config.delta,
             history=history_from_record(stored) if stored is not None else [],
@@ -168,6 +169,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         context.state[DP_SGD_STATE_KEY] = history_to_record(result.history, config.dp_accountant)
         loss = result.loss
         extra["epsilon"] = result.epsilon
+        extra["noise-multiplier"] = noise_multiplier
     else:
         loss = train(model, data, generator=torch.Generator().manual_seed(seed), **local_training)
     metrics = MetricRecord({"loss": loss, "num-examples": len(data), **dict(extra)})

@@ -141,7 +141,8 @@ def dp_sgd_report(config: ExperimentConfig, last_round: MetricRecord) -> dict[st
         "epsilon": last_round.get("epsilon-max"),
         "epsilon_mean": last_round.get("epsilon-mean"),
         "delta": config.delta,
-        "noise_multiplier": config.noise_multiplier if config.target_epsilon <= 0 else "chosen per client for target",
+        # With a target epsilon each client picks z for its own data size; this is their mean.
+        "noise_multiplier": last_round.get("noise-multiplier", config.noise_multiplier),
         "target_epsilon": config.target_epsilon or None,
         "max_grad_norm": config.max_grad_norm,
         "accountant": f"opacus-{config.dp_accountant}",
@@ -202,7 +203,7 @@ def run_fedavg_experiment(grid: Grid, context: Context) -> Path:
             privacy["oracle_plain_accuracy"] = oracle["plain"]
             privacy["oracle_recognition"] = oracle["mixed"]
         if isinstance(inner, DPFedAvg):
-            privacy["dp"] = inner.privacy_report()
+            privacy["dp"] = {**inner.privacy_report(), "target_epsilon": config.target_epsilon or None}
         elif config.uses_dp_sgd:
             last_round = result.train_metrics_clientapp.get(config.num_server_rounds, MetricRecord())
             privacy["dp"] = dp_sgd_report(config, last_round)

@@ -31,3 +31,8 @@ def cifar_test(data_root: Path) -> ImageDataset:
 def cifar_images(cifar_test: ImageDataset) -> torch.Tensor:
     """64 real CIFAR-10 test images, uint8."""
     return cifar_test.images[:64]
+
+
+@pytest.fixture(scope="session")
+def mnist_test(data_root: Path) -> ImageDataset:
+    return load_split("ylecun/mnist", "test", str(data_root / "mnist"))

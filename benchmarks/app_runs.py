@@ -1,0 +1,34 @@
+"""One table row = one ``flwr run`` of a project app, through :func:`flwr_privshare.launch.run_app`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flwr_privshare.launch import RunConfigValue, run_app
+
+SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
+
+
+def run_summary(
+    app: str, name: str, config: dict[str, RunConfigValue], num_clients: int, output_dir: Path
+) -> dict[str, Any]:
+    """Run ``simulations/<app>`` as run folder ``name`` under ``output_dir``; return its ``summary.json``.
+
+    Raises:
+        SystemExit: the run did not complete (its log tail is in the message).
+    """
+    config = {**config, "output-dir": str(output_dir.resolve()), "run-name": name}
+    federation = f"num-supernodes={num_clients} client-resources-num-cpus=1"
+    outcome = run_app(SIMULATIONS / app, config, federation, isolated=True)
+    if not outcome.completed:
+        raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-3000:]}")
+    summary: dict[str, Any] = json.loads((output_dir / name / "summary.json").read_text())
+    return summary
+
+
+def command_line(module: str, arguments: dict[str, Any]) -> str:
+    """The ``python -m`` command that reproduces a benchmark run from its parsed arguments."""
+    options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in arguments.items() if value)
+    return f"python -m {module} {options}"

@@ -1,0 +1,23 @@
+"""Deep Poisoning Modules (Guo et al., "Deep Poisoning: Towards Robust Image Data Sharing against
+Visual Disclosure", arXiv 1912.06895): split a classifier, train reconstructors, poison features."""
+
+from .dpm import DPM_BLOCKS, DeepPoisoningModule, DPMTrainingResult, poisoned_features, ssim_per_image, train_dpm
+from .evaluation import evaluate_poisoning
+from .reconstructor import RECONSTRUCTORS, Reconstructor, train_reconstructor
+from .split import SplitModel, feature_shape, split_model
+
+__all__ = [
+    "DPM_BLOCKS",
+    "RECONSTRUCTORS",
+    "DPMTrainingResult",
+    "DeepPoisoningModule",
+    "Reconstructor",
+    "SplitModel",
+    "evaluate_poisoning",
+    "feature_shape",
+    "poisoned_features",
+    "split_model",
+    "ssim_per_image",
+    "train_dpm",
+    "train_reconstructor",
+]

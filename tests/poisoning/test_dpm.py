@@ -1,0 +1,132 @@
+"""The Deep Poisoning Module: shape contract, Eq. 3 training, lambda = 0, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from flwr_privshare.data import ImageDataset
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import (
+    DeepPoisoningModule,
+    Reconstructor,
+    SplitModel,
+    evaluate_poisoning,
+    feature_shape,
+    poisoned_features,
+    split_model,
+    ssim_per_image,
+    train_dpm,
+    train_reconstructor,
+)
+from flwr_privshare.train import batches
+
+CPU = torch.device("cpu")
+
+
+@dataclass
+class Tiny:
+    """MNIST CNN split at pool1, a px2s2 reconstructor briefly trained to invert it, 128 images."""
+
+    split: SplitModel
+    shape: tuple[int, int, int]
+    reconstructor: Reconstructor
+    data: ImageDataset
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_test: ImageDataset) -> Tiny:
+    torch.manual_seed(0)
+    split = split_model(build_model("mnist-cnn"), "pool1")
+    shape = feature_shape(split.featurizer, (1, 28, 28))
+    reconstructor = Reconstructor("px2s2", shape, (1, 28, 28))
+    data = mnist_test.head(128)
+    train_reconstructor(
+        reconstructor, split.featurizer, data, epochs=2, batch_size=32, device=CPU, generator=torch.Generator()
+    )
+    return Tiny(split, shape, reconstructor, data)
+
+
+def test_poisoned_features_keep_the_featurizer_contract_and_the_decider_takes_both(tiny: Tiny) -> None:
+    split, shape, data = tiny.split, tiny.shape, tiny.data
+    dpm = DeepPoisoningModule(shape[0])
+    with torch.no_grad():  # perturb so that P is not the identity it starts as
+        for parameter in dpm.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    original = poisoned_features(split.featurizer, None, data, device=CPU)
+    poisoned = poisoned_features(split.featurizer, dpm, data, device=CPU)
+    assert original.shape == poisoned.shape == (len(data), *shape)
+    assert original.dtype == poisoned.dtype == torch.float16
+    assert not torch.equal(original, poisoned)
+    for features in (original, poisoned):
+        assert split.decider(features.float()).shape == (len(data), 10)
+
+
+def test_an_untrained_dpm_is_the_identity(tiny: Tiny) -> None:
+    split, shape, data = tiny.split, tiny.shape, tiny.data
+    features = split.featurizer(data.images[:8].float() / 255)
+    torch.testing.assert_close(DeepPoisoningModule(shape[0])(features), features)
+
+
+def test_training_with_the_ssim_term_drives_reconstruction_similarity_down(tiny: Tiny) -> None:
+    split, shape, reconstructor, data = tiny.split, tiny.shape, tiny.reconstructor, tiny.data
+    images = data.images[:64].float() / 255
+    features = split.featurizer(images).detach().requires_grad_(True)
+    similarity = ssim_per_image(reconstructor(features), images).mean()
+    similarity.backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0  # the SSIM loss is differentiable
+
+    dpm = DeepPoisoningModule(shape[0])
+    common = {"batch_size": 32, "learning_rate": 1e-2, "device": CPU, "ssim_weight": 1.0}
+    first = train_dpm(dpm, split, reconstructor, data, epochs=1, generator=torch.Generator().manual_seed(0), **common)
+    later = train_dpm(dpm, split, reconstructor, data, epochs=2, generator=torch.Generator().manual_seed(1), **common)
+    assert abs(later.ssim) < 0.5 * abs(first.ssim)
+    before = evaluate_poisoning(split, DeepPoisoningModule(shape[0]), {"px2s2": reconstructor}, data, device=CPU)
+    after = evaluate_poisoning(split, dpm, {"px2s2": reconstructor}, data, device=CPU)
+    assert before["px2s2/ssim_poisoned"] == pytest.approx(before["px2s2/ssim_original"], abs=1e-3)
+    assert abs(after["px2s2/ssim_poisoned"]) < 0.5 * abs(before["px2s2/ssim_poisoned"])
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in split.decider.parameters())
+
+
+def test_lambda_zero_is_plain_cross_entropy_fine_tuning_of_p(tiny: Tiny) -> None:
+    split, shape, reconstructor, data = tiny.split, tiny.shape, tiny.reconstructor, tiny.data
+    torch.manual_seed(1)
+    dpm = DeepPoisoningModule(shape[0])
+    reference = DeepPoisoningModule(shape[0])
+    reference.load_state_dict(dpm.state_dict())
+    train_dpm(
+        dpm,
+        split,
+        reconstructor,
+        data,
+        ssim_weight=0.0,
+        epochs=2,
+        batch_size=32,
+        device=CPU,
+        generator=torch.Generator().manual_seed(3),
+    )
+
+    # Independent loop: Adam on P alone, cross-entropy of the frozen decider on P(phi1 x).
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    split.featurizer.eval(), split.decider.eval()
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        for images, labels in batches(data, 32, CPU, generator):
+            loss = F.cross_entropy(split.decider(reference(split.featurizer(images).detach())), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, trained), expected in zip(dpm.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(trained, expected, msg=name)
+
+
+def test_negative_lambda_is_rejected_before_training(tiny: Tiny) -> None:
+    split, shape, reconstructor, data = tiny.split, tiny.shape, tiny.reconstructor, tiny.data
+    dpm = DeepPoisoningModule(shape[0])
+    before = {k: v.clone() for k, v in dpm.state_dict().items()}
+    with pytest.raises(ValueError, match=r"ssim_weight \(lambda\) must be >= 0, got -0.5"):
+        train_dpm(dpm, split, reconstructor, data, ssim_weight=-0.5, epochs=1, device=CPU, generator=torch.Generator())
+    assert all(torch.equal(before[k], v) for k, v in dpm.state_dict().items())
