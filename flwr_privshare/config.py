@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data import PARTITIONERS
-from .models import MODEL_NAMES
+from .models import MODEL_NAMES, build_model
+from .poisoning.reconstructor import RECONSTRUCTORS
 from .train import OPTIMIZERS
 from .visualmixer.mixer import is_power_of_two
 
 PROTECTIONS = ("none", "visualmixer", "dp-sgd", "visualmixer+dp-sgd", "dp-fedavg")
 DP_ACCOUNTANTS = ("rdp", "prv")
 DP_CLIPPING = ("server", "client")
+DPM_BOOTSTRAPS = ("server", "fedavg")
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,18 @@ class ExperimentConfig:
             stays within this epsilon (per client for DP-SGD, per user for DP-FedAvg).
         dp_accountant: DP-SGD accountant, "rdp" or "prv" (DP-FedAvg always uses RDP).
         dp_clipping: DP-FedAvg clipping on the "server" or on the "client".
+        dpm_hook: hook point that splits the model into featurizer and decider (DPM app).
+        dpm_reconstructor: the reconstructor the DPMs are trained against, one of
+            :data:`~flwr_privshare.poisoning.RECONSTRUCTORS`.
+        dpm_lambda: weight of the SSIM term in the DPM loss (Eq. 3).
+        dpm_epochs: local DPM training epochs per round.
+        dpm_learning_rate: Adam's learning rate for the DPM.
+        dpm_shared_samples: poisoned features each client shares per round (0: all).
+        dpm_bootstrap: how Phi is trained before feature sharing, "server" (on the public
+            split) or "fedavg" (plain FedAvg rounds on the clients).
+        dpm_bootstrap_epochs: epochs on the public split ("server") or FedAvg rounds ("fedavg").
+        reconstructor_epochs: epochs of reconstructor training on the public split.
+        refine_epochs: epochs of decider refinement on the pooled features per round.
     """
 
     num_server_rounds: int = 5
@@ -93,6 +107,16 @@ class ExperimentConfig:
     target_epsilon: float = 0.0
     dp_accountant: str = "rdp"
     dp_clipping: str = "server"
+    dpm_hook: str = "pool1"
+    dpm_reconstructor: str = "px2s2"
+    dpm_lambda: float = 1.0
+    dpm_epochs: int = 1
+    dpm_learning_rate: float = 1e-3
+    dpm_shared_samples: int = 1000
+    dpm_bootstrap: str = "server"
+    dpm_bootstrap_epochs: int = 5
+    reconstructor_epochs: int = 5
+    refine_epochs: int = 1
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -127,7 +151,18 @@ class ExperimentConfig:
         """Check every value that does not depend on the data."""
         for key in ("num-server-rounds", "local-epochs", "batch-size"):
             _require(self._get(key) > 0, key, self._get(key), "a positive integer")
-        for key in ("public-size", "samples-per-client", "test-size", "oracle-epochs"):
+        for key in ("dpm-epochs", "dpm-bootstrap-epochs", "reconstructor-epochs", "refine-epochs"):
+            _require(self._get(key) > 0, key, self._get(key), "a positive integer")
+        _require(self.dpm_lambda >= 0, "dpm-lambda", self.dpm_lambda, "a non-negative number")
+        _require(self.dpm_learning_rate > 0, "dpm-learning-rate", self.dpm_learning_rate, "a positive number")
+        _require(self.dpm_bootstrap in DPM_BOOTSTRAPS, "dpm-bootstrap", self.dpm_bootstrap, f"one of {DPM_BOOTSTRAPS}")
+        _require(
+            self.dpm_reconstructor in RECONSTRUCTORS,
+            "dpm-reconstructor",
+            self.dpm_reconstructor,
+            f"one of {RECONSTRUCTORS}",
+        )
+        for key in ("public-size", "samples-per-client", "test-size", "oracle-epochs", "dpm-shared-samples"):
             _require(self._get(key) >= 0, key, self._get(key), "a non-negative integer")
         _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a positive number")
         _require(self.dirichlet_alpha > 0, "dirichlet-alpha", self.dirichlet_alpha, "a positive number")
@@ -155,6 +190,11 @@ class ExperimentConfig:
             self.vim_window_min,
             f"at most vim-window-max ({self.vim_window_max})",
         )
+
+    def validate_dpm_hook(self, model_name: str) -> None:
+        """Check ``dpm-hook`` against the hook points of the model the run uses."""
+        points = tuple(build_model(model_name).hook_points)
+        _require(self.dpm_hook in points, "dpm-hook", self.dpm_hook, f"one of {points} for model {model_name!r}")
 
     def validate_image_shape(self, image_shape: tuple[int, int, int]) -> None:
         """Check the values that depend on the images (window sizes against the image size)."""

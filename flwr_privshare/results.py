@@ -105,6 +105,16 @@ class RunFolder:
         os.replace(self.path, self.final_path)
         return self.final_path
 
+    def save_figure(self, stem: str, figure: Any) -> None:
+        """Save a matplotlib figure as ``<stem>.png`` in the run folder, atomically, and close it."""
+        import matplotlib.pyplot as plt
+
+        target = self.path / f"{stem}.png"
+        temporary = target.with_suffix(".tmp.png")
+        figure.savefig(temporary, dpi=120)
+        plt.close(figure)
+        os.replace(temporary, target)
+
     def abort(self) -> None:
         """Remove the incomplete folder (a run that failed leaves nothing behind)."""
         shutil.rmtree(self.path, ignore_errors=True)
@@ -133,8 +143,4 @@ class RunFolder:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        target = self.path / f"{stem}.png"
-        temporary = target.with_suffix(".tmp.png")
-        fig.savefig(temporary, dpi=120)
-        plt.close(fig)
-        os.replace(temporary, target)
+        self.save_figure(stem, fig)

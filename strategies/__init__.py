@@ -1,6 +1,7 @@
 """Flower Message-API strategies of flwr-privshare, installed as ``flwr_privshare.strategies``."""
 
 from .dp_fedavg import DPFedAvg
+from .feature_sharing import FeatureSharing
 from .recorded import Recorded
 
-__all__ = ["DPFedAvg", "Recorded"]
+__all__ = ["DPFedAvg", "FeatureSharing", "Recorded"]

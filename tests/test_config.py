@@ -58,7 +58,11 @@ def test_window_larger_than_the_image_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("app", "differences"),
-    [("visualmixer_cifar", {}), ("dp_fedavg_cifar", {"protection": "dp-fedavg", "oracle-epochs": 0})],
+    [
+        ("visualmixer_cifar", {}),
+        ("dp_fedavg_cifar", {"protection": "dp-fedavg", "oracle-epochs": 0}),
+        ("dpm_cifar", {"protection": "none", "oracle-epochs": 0, "num-server-rounds": 3}),
+    ],
 )
 def test_app_defaults_match_the_library_defaults(app: str, differences: dict[str, object]) -> None:
     app_config = tomllib.loads((SIMULATIONS / app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
-from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
-
-
-@pytest.fixture(autouse=True)
-def _server_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 
 
 def reply(weights: np.ndarray, examples: int) -> Message:

@@ -1,0 +1,238 @@
+"""The ServerApp behaviour of ``simulations/dpm_cifar``: bootstrap, feature sharing, then the audit.
+
+1. Bootstrap Phi on the public split ("server") or with plain FedAvg rounds ("fedavg").
+2. Train every reconstructor of :data:`~flwr_privshare.poisoning.RECONSTRUCTORS` on the
+   public split (L1 on ``(phi1 z, z)``): ``dpm-reconstructor`` is the straw man the clients'
+   DPMs train against, the rest are unseen attackers.
+3. :class:`~flwr_privshare.strategies.FeatureSharing` rounds: clients share poisoned
+   features, the server refines phi2; test accuracy is recorded every round.
+4. Audit on the test set. The clients' DPMs never leave them, so the experimenter trains a
+   stand-in DPM with the clients' own procedure (:func:`train_dpm`, same settings, as many
+   epochs as a client that took part in every round) on partition 0's data, and measures
+   with it: phi2's accuracy on original vs poisoned features, L1 / SSIM of every
+   reconstructor from original vs poisoned features, sample reconstructions, and the
+   secondary attack of someone who holds the DPM and trains a reconstructor on
+   ``(P(phi1 z), z)``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from torch import nn
+
+from flwr_privshare.strategies import FeatureSharing, Recorded
+
+from .clients import client_partition
+from .config import ConfigError, ExperimentConfig, derive_seed
+from .data import ImageDataset, load_split, split_public
+from .models import ImageClassifier, build_model, model_name_for
+from .poisoning import (
+    RECONSTRUCTORS,
+    DeepPoisoningModule,
+    Reconstructor,
+    SplitModel,
+    evaluate_poisoning,
+    feature_shape,
+    split_model,
+    train_dpm,
+    train_reconstructor,
+)
+from .poisoning.plots import reconstruction_grid, ssim_bars
+from .results import RunFolder
+from .server import central_evaluation, default_run_name
+from .train import evaluate, get_device, train
+
+SAMPLE_IMAGES = 8
+
+
+def bootstrap(config: ExperimentConfig, model: ImageClassifier, public: ImageDataset, grid: Grid) -> None:
+    """Train Phi before feature sharing: on the public split, or with plain FedAvg rounds on the clients."""
+    if config.dpm_bootstrap == "server":
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "bootstrap"))
+        train(
+            model,
+            public,
+            epochs=config.dpm_bootstrap_epochs,
+            batch_size=config.batch_size,
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            device=get_device(),
+            generator=generator,
+        )
+        return
+    fedavg = FedAvg(
+        fraction_train=config.fraction_train, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1
+    )
+    result = fedavg.start(grid, ArrayRecord(model.state_dict()), num_rounds=config.dpm_bootstrap_epochs)
+    model.load_state_dict(result.arrays.to_torch_state_dict())
+
+
+def train_reconstructors(
+    config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
+) -> dict[str, Reconstructor]:
+    """Every reconstructor, trained with L1 on the public split only."""
+    reconstructors = {}
+    for name in RECONSTRUCTORS:
+        reconstructor = Reconstructor(name, shape, public.image_shape)
+        train_reconstructor(
+            reconstructor,
+            split.featurizer,
+            public,
+            epochs=config.reconstructor_epochs,
+            device=get_device(),
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", name)),
+        )
+        reconstructors[name] = reconstructor
+    return reconstructors
+
+
+def audit(
+    config: ExperimentConfig,
+    split: SplitModel,
+    reconstructors: dict[str, Reconstructor],
+    stand_in_data: ImageDataset,
+    public: ImageDataset,
+    test: ImageDataset,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The stand-in DPM's report on the test set, and the images of the sample figure."""
+    device = get_device()
+    shape = feature_shape(split.featurizer, test.image_shape)
+    dpm = DeepPoisoningModule(shape[0])
+    straw_man = reconstructors[config.dpm_reconstructor]
+    training = train_dpm(
+        dpm,
+        split,
+        straw_man,
+        stand_in_data,
+        ssim_weight=config.dpm_lambda,
+        epochs=config.dpm_epochs * config.num_server_rounds,
+        batch_size=config.batch_size,
+        learning_rate=config.dpm_learning_rate,
+        device=device,
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm")),
+    )
+    # Secondary attack: whoever holds P trains a reconstructor on (P(phi1 z), z) for public z.
+    with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
+    train_reconstructor(
+        with_dpm,
+        nn.Sequential(split.featurizer, dpm),
+        public,
+        epochs=config.reconstructor_epochs,
+        device=device,
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "secondary-attack")),
+    )
+    report = evaluate_poisoning(split, dpm, reconstructors, test, device=device)
+    secondary = evaluate_poisoning(split, dpm, {"with-dpm": with_dpm}, test, device=device)
+    report["secondary/l1_with_dpm"] = secondary["with-dpm/l1_poisoned"]
+    report["secondary/ssim_with_dpm"] = secondary["with-dpm/ssim_poisoned"]
+    report["secondary/ssim_without_dpm"] = report[f"{config.dpm_reconstructor}/ssim_poisoned"]
+    report["stand_in_training_ssim"] = training.ssim
+
+    with torch.no_grad():
+        for module in (*split, dpm, straw_man, with_dpm):
+            module.to(device).eval()
+        images = test.images[:SAMPLE_IMAGES].to(device).float() / 255
+        features = split.featurizer(images)
+        poisoned = dpm(features)
+        samples = {
+            "original": images,
+            "from original features": straw_man(features),
+            "from poisoned features": straw_man(poisoned),
+            "secondary attack (with P)": with_dpm(poisoned),
+        }
+    return report, samples
+
+
+def run_dpm_experiment(grid: Grid, context: Context) -> Path:
+    """Run the DPM feature-sharing experiment of ``context.run_config``; return the run folder."""
+    started = time.monotonic()
+    config = ExperimentConfig.from_run_config(context.run_config)
+    if config.protection != "none":
+        raise ConfigError(
+            f"run-config key 'protection' is {config.protection!r}; the DPM app needs 'none' "
+            "(the DPM is its protection; bootstrap rounds train on plain images)"
+        )
+    test = load_split(config.dataset, "test", config.data_dir).head(config.test_size)
+    train_split = load_split(config.dataset, "train", config.data_dir)
+    model_name = config.model if config.model != "auto" else model_name_for(test.image_shape)
+    config.validate_dpm_hook(model_name)
+    public_rows, _ = split_public(len(train_split), config.public_size, config.seed)
+    if len(public_rows) == 0:
+        raise ConfigError(
+            "run-config key 'public-size' is 0; the DPM app trains its reconstructors on the public split"
+        )
+    public = train_split.subset(public_rows)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "model-init"))
+        model = build_model(model_name, test.num_classes)
+    num_clients = len(list(grid.get_node_ids()))
+    folder = RunFolder(
+        config.output_dir, config.run_name or default_run_name(config), config.to_run_config(), config.seed
+    )
+    try:
+        bootstrap(config, model, public, grid)
+        _, bootstrap_accuracy = evaluate(model, test, device=get_device())
+        split = split_model(model, config.dpm_hook)
+        shape = feature_shape(split.featurizer, test.image_shape)
+        reconstructors = train_reconstructors(config, split, public, shape)
+        strategy = FeatureSharing(
+            model_name,
+            config.dpm_hook,
+            reconstructors[config.dpm_reconstructor],
+            image_shape=test.image_shape,
+            num_classes=test.num_classes,
+            ssim_weight=config.dpm_lambda,
+            dpm_epochs=config.dpm_epochs,
+            shared_samples=config.dpm_shared_samples,
+            refine_epochs=config.refine_epochs,
+            fraction_train=config.fraction_train,
+            seed=derive_seed(config.seed, "refine"),
+        )
+        recorded = Recorded(strategy, folder)
+        result = recorded.start(
+            grid,
+            ArrayRecord(model.state_dict()),
+            num_rounds=config.num_server_rounds,
+            evaluate_fn=central_evaluation(model_name, test.num_classes, {"plain": test}, "plain"),
+        )
+        model.load_state_dict(result.arrays.to_torch_state_dict())
+        torch.save(model.state_dict(), folder.path / "model.pt")
+        final = dict(result.evaluate_metrics_serverapp[config.num_server_rounds])
+        stand_in = client_partition(config, 0, num_clients)
+        report, samples = audit(config, split, reconstructors, stand_in, public, test)
+        folder.save_figure("reconstructions", reconstruction_grid(samples))
+        folder.save_figure("reconstruction_ssim", ssim_bars(report, list(RECONSTRUCTORS)))
+        summary = {
+            "method": "feature-sharing+dpm",
+            "protection": "dpm",
+            "dataset": config.data_dir or config.dataset,
+            "model": model_name,
+            "hook": config.dpm_hook,
+            "feature_shape": list(shape),
+            "bootstrap": config.dpm_bootstrap,
+            "bootstrap_accuracy": bootstrap_accuracy,
+            "final_accuracy": final["accuracy"],
+            "num_rounds": config.num_server_rounds,
+            "num_clients": num_clients,
+            "client_failures": sum(recorded.failures.values()),
+            "rejected_replies": sum(strategy.rejected.values()),
+            "seed": config.seed,
+            "wall_time_s": round(time.monotonic() - started, 2),
+            "privacy": {
+                "straw_man": config.dpm_reconstructor,
+                "unseen_reconstructors": [name for name in RECONSTRUCTORS if name != config.dpm_reconstructor],
+                "audit": "stand-in DPM trained with the clients' procedure on partition 0, measured on the test set",
+                **report,
+            },
+        }
+        return folder.finish(summary, {"accuracy": ("round", ["accuracy"])})
+    except BaseException:
+        folder.abort()
+        raise

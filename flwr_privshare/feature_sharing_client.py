@@ -1,0 +1,81 @@
+"""The ClientApp behaviour of feature sharing with a Deep Poisoning Module (Guo et al., §4).
+
+A client receives Phi (split at the hook the server names) and the reconstructor psi,
+trains its own DPM P against them (Eq. 3), keeps P in ``context.state`` so later rounds
+continue from it, and replies with ``P(phi1 x)`` in float16 and the labels of a seeded
+sample of its partition. Neither its images nor P (weights, optimizer, seed) are in the
+reply.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from flwr_privshare.strategies.feature_sharing import FEATURES_KEY, RECONSTRUCTOR_KEY, TASK
+
+from .clients import client_partition, train_handler
+from .config import ExperimentConfig, derive_seed
+from .models import build_model
+from .poisoning import DeepPoisoningModule, Reconstructor, feature_shape, poisoned_features, split_model, train_dpm
+from .train import get_device
+
+DPM_STATE_KEY = "deep-poisoning-module"
+
+
+def feature_sharing_handler(msg: Message, context: Context) -> Message:
+    """Train (or continue) this client's DPM and reply with poisoned features and labels."""
+    config = ExperimentConfig.from_run_config(context.run_config)
+    settings = msg.content.config_records["config"]
+    partition_id = int(context.node_config["partition-id"])
+    data = client_partition(config, partition_id, int(context.node_config["num-partitions"]))
+    model = build_model(str(settings["model"]), data.num_classes)
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    split = split_model(model, str(settings["hook"]))
+    shape = feature_shape(split.featurizer, data.image_shape)
+    reconstructor = Reconstructor(str(settings["reconstructor"]), shape, data.image_shape)
+    reconstructor.load_state_dict(msg.content.array_records[RECONSTRUCTOR_KEY].to_torch_state_dict())
+
+    dpm = DeepPoisoningModule(shape[0])
+    stored = context.state.array_records.get(DPM_STATE_KEY)
+    if stored is not None:
+        dpm.load_state_dict(stored.to_torch_state_dict())
+    server_round = cast(int, settings["server-round"])
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "dpm", partition_id, server_round))
+    device = get_device()
+    result = train_dpm(
+        dpm,
+        split,
+        reconstructor,
+        data,
+        ssim_weight=float(cast(float, settings["ssim-weight"])),
+        epochs=int(cast(int, settings["dpm-epochs"])),
+        batch_size=config.batch_size,
+        learning_rate=config.dpm_learning_rate,
+        device=device,
+        generator=generator,
+    )
+    context.state[DPM_STATE_KEY] = ArrayRecord(dpm.cpu().state_dict())
+
+    count = int(cast(int, settings["shared-samples"])) or len(data)
+    shared = data.subset(torch.randperm(len(data), generator=generator)[: min(count, len(data))])
+    features = poisoned_features(split.featurizer, dpm, shared, device=device)
+    payload = ArrayRecord({"features": Array(features.numpy()), "labels": Array(shared.labels.numpy())})
+    metrics = MetricRecord(
+        {
+            "num-examples": len(shared),
+            "dpm-cross-entropy": result.cross_entropy,
+            "dpm-ssim": result.ssim,  # SSIM(psi(P(phi1 x)), x) on this client's own images
+        }
+    )
+    return Message(content=RecordDict({FEATURES_KEY: payload, "metrics": metrics}), reply_to=msg)
+
+
+def dpm_app_train(msg: Message, context: Context) -> Message:
+    """The DPM app's train handler: feature sharing, or plain FedAvg training while Phi is bootstrapped."""
+    settings = msg.content.config_records.get("config", ConfigRecord())
+    if settings.get("task") == TASK:
+        return feature_sharing_handler(msg, context)
+    return train_handler(msg, context)

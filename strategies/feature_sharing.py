@@ -1,0 +1,240 @@
+"""Feature-sharing refinement with Deep Poisoning Modules (Guo et al., arXiv 1912.06895, §4).
+
+Each round the server broadcasts the classifier Phi = phi2 o phi1 (split at a hook point)
+and the reconstructor psi; every sampled client trains (or continues) its private DPM P
+against them and replies with poisoned features ``P(phi1 x)`` (float16) and their labels,
+never images and never P. The server keeps the latest features of every client, pools
+them and refines the decider phi2 on the pool with cross-entropy; phi1 stays fixed, so
+every client's poisoned features keep their meaning.
+
+Replies are validated before they are pooled: a reply whose features do not have the
+featurizer's shape, whose dtype is not a float, whose values are not finite or whose
+labels are out of range is rejected, logged and counted (``rejected`` in the round's
+metrics), and the round goes on with the others.
+
+Bootstrapping Phi is the caller's choice: train it on public data first, or run FedAvg
+rounds, then pass the result as ``initial_arrays`` to :meth:`start`::
+
+    strategy = FeatureSharing("cifar-cnn", "pool1", reconstructor, image_shape=(3, 32, 32), num_classes=10)
+    result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=3, evaluate_fn=...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from typing import cast
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from torch.nn import functional as F
+
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import Reconstructor, feature_shape, split_model
+
+FEATURES_KEY = "features"
+RECONSTRUCTOR_KEY = "reconstructor"
+TASK = "feature-sharing"
+
+
+class InvalidReplyError(ValueError):
+    """A client's reply that cannot be pooled (wrong shape, dtype, values or labels)."""
+
+
+class FeatureSharing(FedAvg):
+    """Refine the decider phi2 on poisoned features pooled from every client.
+
+    Client sampling, message construction and failure handling are FedAvg's; only what is
+    sent (Phi, psi and the DPM settings) and what is done with the replies differ.
+
+    Parameters
+    ----------
+    model_name : str
+        A :data:`~flwr_privshare.models.MODEL_NAMES` entry; clients build the same model.
+    hook : str
+        The hook point that splits the model into phi1 and phi2.
+    reconstructor : Reconstructor
+        psi, trained on public data to invert phi1; the DPMs are trained against it.
+    image_shape : tuple[int, int, int]
+        ``(C, H, W)`` of the images; fixes the expected feature shape.
+    num_classes : int
+        Labels must lie in ``[0, num_classes)``.
+    ssim_weight : float (default: 1.0)
+        The DPM loss's lambda (Eq. 3), sent to the clients.
+    dpm_epochs : int (default: 1)
+        Local DPM training epochs per round.
+    shared_samples : int (default: 1000)
+        Features each client shares per round (0: all of its data).
+    refine_epochs : int (default: 1)
+        Epochs of decider refinement on the pool per round.
+    refine_batch_size : int (default: 64)
+    refine_learning_rate : float (default: 1e-3)
+        Adam's learning rate for the refinement.
+    fraction_train, min_train_nodes, min_available_nodes :
+        As in :class:`flwr.serverapp.strategy.FedAvg`.
+    seed : int (default: 0)
+        Seeds the order of the refinement batches.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        hook: str,
+        reconstructor: Reconstructor,
+        *,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        ssim_weight: float = 1.0,
+        dpm_epochs: int = 1,
+        shared_samples: int = 1000,
+        refine_epochs: int = 1,
+        refine_batch_size: int = 64,
+        refine_learning_rate: float = 1e-3,
+        fraction_train: float = 1.0,
+        min_train_nodes: int = 1,
+        min_available_nodes: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=0.0,
+            min_train_nodes=min_train_nodes,
+            min_available_nodes=min_available_nodes,
+        )
+        if ssim_weight < 0:
+            raise ValueError(f"ssim_weight (lambda) must be >= 0, got {ssim_weight}")
+        for name, value in (("dpm_epochs", dpm_epochs), ("refine_epochs", refine_epochs)):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if shared_samples < 0:
+            raise ValueError(f"shared_samples must be >= 0 (0: all), got {shared_samples}")
+        self.model = build_model(model_name, num_classes)
+        self.split = split_model(self.model, hook)
+        self.feature_shape = feature_shape(self.split.featurizer, image_shape)
+        self.model_name, self.hook, self.num_classes = model_name, hook, num_classes
+        self.reconstructor = reconstructor
+        self.ssim_weight, self.dpm_epochs, self.shared_samples = ssim_weight, dpm_epochs, shared_samples
+        self.refine_epochs, self.refine_batch_size = refine_epochs, refine_batch_size
+        self.refine_learning_rate = refine_learning_rate
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pool: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rejected: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureSharing(model={self.model_name!r}, hook={self.hook!r}, reconstructor={self.reconstructor.name!r})"
+        )
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        log(INFO, "\t%r: lambda=%s, shared_samples=%s", self, self.ssim_weight, self.shared_samples)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's sampling and messages, plus psi's weights and the DPM settings.
+
+        ``arrays`` (the current Phi) is also loaded into the server's copy, which the
+        refinement then trains.
+        """
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        config = ConfigRecord(
+            {
+                **config,
+                "task": TASK,
+                "model": self.model_name,
+                "hook": self.hook,
+                "reconstructor": self.reconstructor.name,
+                "ssim-weight": self.ssim_weight,
+                "dpm-epochs": self.dpm_epochs,
+                "shared-samples": self.shared_samples,
+            }
+        )
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        reconstructor = ArrayRecord(self.reconstructor.state_dict())
+        for message in messages:
+            message.content[RECONSTRUCTOR_KEY] = reconstructor
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Pool every valid reply's features (replacing that client's earlier ones) and refine phi2 on the pool."""
+        accepted, rejected = 0, 0
+        for reply in replies:
+            if reply.has_error():
+                continue  # Flower logged it; Recorded counts it
+            try:
+                self.pool[reply.metadata.src_node_id] = self.parse_reply(reply)
+                accepted += 1
+            except InvalidReplyError as error:
+                rejected += 1
+                log(
+                    WARNING,
+                    "round %d: rejected the reply of node %d: %s",
+                    server_round,
+                    reply.metadata.src_node_id,
+                    error,
+                )
+        self.rejected[server_round] = rejected
+        metrics = MetricRecord({"accepted": accepted, "rejected": rejected, "pooled-clients": len(self.pool)})
+        if not self.pool:
+            return None, metrics
+        features = torch.cat([features for features, _ in self.pool.values()])
+        labels = torch.cat([labels for _, labels in self.pool.values()])
+        metrics["pooled-features"] = len(labels)
+        metrics["refine-loss"] = self.refine(features, labels)
+        return ArrayRecord(self.model.state_dict()), metrics
+
+    def parse_reply(self, reply: Message) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(features, labels)`` of a reply, or :class:`InvalidReplyError` saying what is wrong with it."""
+        record = reply.content.array_records.get(FEATURES_KEY)
+        if record is None or set(record) != {"features", "labels"}:
+            found = sorted(record) if record is not None else sorted(reply.content.array_records)
+            raise InvalidReplyError(f"expected array record {FEATURES_KEY!r} with 'features' and 'labels', got {found}")
+        features, labels = record["features"], record["labels"]
+        if features.dtype not in ("float16", "float32") or tuple(features.shape[1:]) != self.feature_shape:
+            raise InvalidReplyError(
+                f"features must be float16/float32 of shape (n, {', '.join(map(str, self.feature_shape))}), "
+                f"got {features.dtype} {tuple(features.shape)}"
+            )
+        if labels.dtype != "int64" or tuple(labels.shape) != (features.shape[0],):
+            raise InvalidReplyError(
+                f"labels must be int64 of shape ({features.shape[0]},), got {labels.dtype} {labels.shape}"
+            )
+        feature_values = torch.from_numpy(_to_numpy(features)).float()
+        label_values = torch.from_numpy(_to_numpy(labels))
+        if not torch.isfinite(feature_values).all():
+            raise InvalidReplyError("features contain NaN or infinite values")
+        if len(label_values) and (label_values.min() < 0 or label_values.max() >= self.num_classes):
+            raise InvalidReplyError(
+                f"labels must lie in [0, {self.num_classes}), got [{label_values.min()}, {label_values.max()}]"
+            )
+        return feature_values.half(), label_values
+
+    def refine(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        """Train phi2 on the pooled features with cross-entropy (Adam); return the mean loss of the last epoch."""
+        decider = self.split.decider.train()
+        optimizer = torch.optim.Adam(decider.parameters(), lr=self.refine_learning_rate)
+        epoch_loss = float("nan")
+        for _ in range(self.refine_epochs):
+            order = torch.randperm(len(labels), generator=self.generator)
+            total = 0.0
+            for start in range(0, len(order), self.refine_batch_size):
+                index = order[start : start + self.refine_batch_size]
+                loss = F.cross_entropy(decider(features[index].float()), labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(index)
+            epoch_loss = total / len(labels)
+        decider.eval()
+        return epoch_loss
+
+
+def _to_numpy(array: Array) -> np.ndarray:
+    return cast(np.ndarray, array.numpy())

@@ -1,0 +1,94 @@
+"""End-to-end runs of simulations/dpm_cifar (small versions) and the wire audit of what DPM clients send."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from flwr_privshare.launch import run_app
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import RECONSTRUCTORS, DeepPoisoningModule, feature_shape, split_model
+
+APP = Path(__file__).resolve().parents[1] / "simulations" / "dpm_cifar"
+SMALL = {
+    "num-server-rounds": 2,
+    "samples-per-client": 96,
+    "test-size": 200,
+    "public-size": 400,
+    "dpm-shared-samples": 64,
+    "dpm-bootstrap-epochs": 1,
+    "reconstructor-epochs": 1,
+}
+
+
+def run_dpm(tmp_path: Path, data_dir: Path, **overrides: object) -> Path:
+    config = {**SMALL, "data-dir": str(data_dir), "output-dir": str(tmp_path), "run-name": "run", **overrides}
+    outcome = run_app(APP, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=900)  # type: ignore[arg-type]
+    assert outcome.completed, outcome.log[-4000:]
+    return tmp_path / "run"
+
+
+def check_wire(folder: Path, model_name: str, image_shape: tuple[int, int, int]) -> None:
+    """Every reply carries poisoned features and labels only: no images, no model, nothing of the DPM."""
+    shape = feature_shape(split_model(build_model(model_name), "pool1").featurizer, image_shape)
+    dpm_arrays = {(name, tuple(t.shape)) for name, t in DeepPoisoningModule(shape[0]).state_dict().items()}
+    rounds = json.loads((folder / "wire.json").read_text())
+    assert [r["round"] for r in rounds] == [1, 2]
+    for round_log in rounds:
+        assert len(round_log["replies"]) == 3
+        for reply in round_log["replies"]:
+            assert {name: record["type"] for name, record in reply.items()} == {
+                "features": "array",
+                "metrics": "metric",
+            }
+            entries = reply["features"]["entries"]
+            assert entries == {
+                "features": {"shape": [64, *shape], "dtype": "float16"},
+                "labels": {"shape": [64], "dtype": "int64"},
+            }
+            assert not any((name, tuple(e["shape"])) in dpm_arrays for name, e in entries.items())
+            assert not any(tuple(e["shape"][1:]) == image_shape for e in entries.values())
+            assert all(t in ("int", "float") for t in reply["metrics"]["entries"].values())
+
+
+@pytest.mark.slow
+def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path) -> None:
+    folder = run_dpm(tmp_path, data_root / "cifar10")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["method"] == "feature-sharing+dpm" and summary["num_clients"] == 3
+    assert summary["client_failures"] == 0 and summary["rejected_replies"] == 0
+    assert summary["feature_shape"] == [32, 16, 16]
+    privacy = summary["privacy"]
+    for name in RECONSTRUCTORS:
+        for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned"):
+            assert f"{name}/{key}" in privacy
+    assert {"accuracy_original", "accuracy_poisoned", "secondary/ssim_with_dpm"} <= set(privacy)
+    rows = list(csv.DictReader((folder / "rounds.csv").open()))
+    assert [int(r["round"]) for r in rows] == [0, 1, 2]
+    assert rows[-1]["train_pooled-features"] == str(3 * 64) and rows[-1]["train_rejected"] == "0"
+    assert float(rows[1]["payload_bytes_per_client"]) >= 64 * 32 * 16 * 16 * 2
+    for figure in ("accuracy", "reconstructions", "reconstruction_ssim"):
+        assert (folder / f"{figure}.png").stat().st_size > 1000
+    check_wire(folder, "cifar-cnn", (3, 32, 32))
+
+
+def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path) -> None:
+    folder = run_dpm(tmp_path, data_root / "mnist", **{"dpm-bootstrap": "fedavg", "dataset": "ylecun/mnist"})
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["bootstrap"] == "fedavg" and summary["model"] == "mnist-cnn"
+    rows = list(csv.DictReader((folder / "rounds.csv").open()))
+    assert float(rows[0]["accuracy"]) == pytest.approx(summary["bootstrap_accuracy"])
+    assert summary["final_accuracy"] > summary["bootstrap_accuracy"]  # refinement on pooled features helps
+    assert summary["client_failures"] == 0
+    check_wire(folder, "mnist-cnn", (1, 28, 28))
+
+
+def test_unknown_hook_fails_the_run_before_any_round(tmp_path: Path, data_root: Path) -> None:
+    config = {**SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "dpm-hook": "layer4"}
+    outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True, timeout_s=300)  # type: ignore[arg-type]
+    assert outcome.status == "finished:failed"
+    assert "'dpm-hook' is 'layer4'; it must be one of ('block1', 'pool1'" in outcome.log
+    assert list(tmp_path.iterdir()) == []
