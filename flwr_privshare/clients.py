@@ -23,8 +23,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
+
+from flwr_privshare.strategies.dp_fedavg import ADAPTIVE_CLIPPING_KEY
 
 from .config import ExperimentConfig, derive_seed
 from .data import ImageDataset, load_split, partition_rows, split_public
@@ -124,12 +126,14 @@ def dp_sgd_noise_multiplier(config: ExperimentConfig, num_examples: int) -> floa
 
 
 def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Flower's ``fixedclipping_mod`` when the server asks for client-side clipping, else a no-op.
+    """Flower's ``fixedclipping_mod`` (or ``adaptiveclipping_mod``) when the server asks for client-side clipping.
 
     ``DPFedAvg(..., clipping="client")`` sends ``clipping_norm`` in the train config; the mod
     then clips this client's update before it leaves the client.
     """
     configs = msg.content.config_records
+    if any(ADAPTIVE_CLIPPING_KEY in record for record in configs.values()):
+        return adaptiveclipping_mod(msg, context, call_next)
     if any("clipping_norm" in record for record in configs.values()):
         return fixedclipping_mod(msg, context, call_next)
     return call_next(msg, context)

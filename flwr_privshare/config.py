@@ -21,7 +21,7 @@ from .visualmixer.mixer import is_power_of_two
 
 PROTECTIONS = ("none", "visualmixer", "dp-sgd", "visualmixer+dp-sgd", "dp-fedavg")
 DP_ACCOUNTANTS = ("rdp", "prv")
-DP_CLIPPING = ("server", "client")
+DP_CLIPPING = ("server", "client", "server-adaptive", "client-adaptive")
 DPM_BOOTSTRAPS = ("server", "fedavg")
 
 
@@ -63,7 +63,10 @@ class ExperimentConfig:
         target_epsilon: when positive, the noise multiplier is chosen so that the whole run
             stays within this epsilon (per client for DP-SGD, per user for DP-FedAvg).
         dp_accountant: DP-SGD accountant, "rdp" or "prv" (DP-FedAvg always uses RDP).
-        dp_clipping: DP-FedAvg clipping on the "server" or on the "client".
+        dp_clipping: DP-FedAvg clipping on the "server" or on the "client", fixed, or adaptive
+            (Andrew et al. 2021) with "server-adaptive" / "client-adaptive".
+        dp_clipped_count_stddev: adaptive clipping's noise std on the clipped-client count
+            (0: Flower's default, sampled clients / 20).
         dpm_hook: hook point that splits the model into featurizer and decider (DPM app).
         dpm_reconstructor: the reconstructor the DPMs are trained against, one of
             :data:`~flwr_privshare.poisoning.RECONSTRUCTORS`.
@@ -107,6 +110,7 @@ class ExperimentConfig:
     target_epsilon: float = 0.0
     dp_accountant: str = "rdp"
     dp_clipping: str = "server"
+    dp_clipped_count_stddev: float = 0.0
     dpm_hook: str = "pool1"
     dpm_reconstructor: str = "px2s2"
     dpm_lambda: float = 1.0
@@ -173,6 +177,12 @@ class ExperimentConfig:
             self.target_epsilon >= 0, "target-epsilon", self.target_epsilon, "non-negative (0: use noise-multiplier)"
         )
         _require(self.dp_accountant in DP_ACCOUNTANTS, "dp-accountant", self.dp_accountant, f"one of {DP_ACCOUNTANTS}")
+        _require(
+            self.dp_clipped_count_stddev >= 0,
+            "dp-clipped-count-stddev",
+            self.dp_clipped_count_stddev,
+            "a non-negative number (0: Flower's default)",
+        )
         _require(self.dp_clipping in DP_CLIPPING, "dp-clipping", self.dp_clipping, f"one of {DP_CLIPPING}")
         _require(0 < self.fraction_train <= 1, "fraction-train", self.fraction_train, "a number in (0, 1]")
         _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")

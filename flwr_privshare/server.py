@@ -105,6 +105,8 @@ def build_strategy(config: ExperimentConfig, grid: Grid) -> Strategy:
         "delta": config.delta,
         "clipping": config.dp_clipping,
     }
+    if config.dp_clipping.endswith("adaptive") and config.dp_clipped_count_stddev > 0:
+        settings["clipped_count_stddev"] = config.dp_clipped_count_stddev
     if config.target_epsilon > 0:
         return DPFedAvg.with_target_epsilon(
             fedavg, target_epsilon=config.target_epsilon, num_rounds=config.num_server_rounds, **settings

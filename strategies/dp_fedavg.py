@@ -23,15 +23,18 @@ so it drops into an existing ServerApp::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
     Strategy,
 )
@@ -39,11 +42,40 @@ from flwr.serverapp.strategy import (
 from flwr_privshare.dp.accounting import (
     SAMPLING_ASSUMPTION,
     UserLevelAccountant,
+    adaptive_round_noise_multiplier,
     noise_multiplier_for_target,
     validate_dp_parameters,
 )
 
-CLIPPING_MODES = ("server", "client")
+CLIPPING_MODES = ("server", "client", "server-adaptive", "client-adaptive")
+# Sent in the train config with client-side adaptive clipping, so that the client's mod
+# (``flwr_privshare.clients.dp_clipping_mod``) runs Flower's ``adaptiveclipping_mod``.
+ADAPTIVE_CLIPPING_KEY = "adaptive-clipping"
+
+
+def _grow_when_over_target(wrapper: Any, clipped_fraction: float) -> None:
+    """Andrew et al.'s geometric norm update, in the direction of Flower's "quantile clipped" target.
+
+    Flower 1.41's ``_geometric_update`` computes ``C * exp(-lr * (clipped - target))``: it
+    shrinks the norm when more updates than the target are clipped, driving it away from
+    the target quantile. The paper's update, ``C * exp(-lr * (unclipped - (1 - target)))``,
+    is ``C * exp(lr * (clipped - target))``.
+    """
+    wrapper.clipping_norm *= math.exp(wrapper.clip_norm_lr * (clipped_fraction - wrapper.target_clipped_quantile))
+
+
+class ServerSideAdaptiveClipping(DifferentialPrivacyServerSideAdaptiveClipping):
+    """Flower's server-side adaptive clipping with the norm update of Andrew et al. (see ``_grow_when_over_target``)."""
+
+    def _geometric_update(self, clipped_fraction: float) -> None:
+        _grow_when_over_target(self, clipped_fraction)
+
+
+class ClientSideAdaptiveClipping(DifferentialPrivacyClientSideAdaptiveClipping):
+    """Flower's client-side adaptive clipping with the norm update of Andrew et al. (see ``_grow_when_over_target``)."""
+
+    def _geometric_update(self, clipped_fraction: float) -> None:
+        _grow_when_over_target(self, clipped_fraction)
 
 
 class DPFedAvg(Strategy):
@@ -65,7 +97,14 @@ class DPFedAvg(Strategy):
         The delta of the reported (epsilon, delta).
     clipping : str (default: "server")
         ``"server"`` clips on the server; ``"client"`` expects ``fixedclipping_mod`` on the
-        clients (updates are clipped before they leave the client).
+        clients (updates are clipped before they leave the client). ``"server-adaptive"``
+        and ``"client-adaptive"`` use Flower's adaptive-clipping wrappers (Andrew et al.,
+        2021; ``adaptiveclipping_mod`` on the clients), starting from ``clipping_norm``;
+        each round is then accounted with its effective noise multiplier (see
+        :func:`~flwr_privshare.dp.accounting.adaptive_round_noise_multiplier`).
+    target_clipped_quantile, clip_norm_lr, clipped_count_stddev :
+        Flower's adaptive-clipping parameters (adaptive modes only); the count noise
+        ``clipped_count_stddev`` defaults to Flower's ``num_sampled_clients / 20``.
     """
 
     def __init__(
@@ -78,6 +117,9 @@ class DPFedAvg(Strategy):
         num_total_clients: int,
         delta: float,
         clipping: str = "server",
+        target_clipped_quantile: float = 0.5,
+        clip_norm_lr: float = 0.2,
+        clipped_count_stddev: float | None = None,
     ) -> None:
         validate_dp_parameters(
             noise_multiplier=noise_multiplier,
@@ -99,12 +141,25 @@ class DPFedAvg(Strategy):
         self.clipping_norm = clipping_norm
         self.num_sampled_clients = num_sampled_clients
         self.clipping = clipping
-        wrapper = (
-            DifferentialPrivacyServerSideFixedClipping
-            if clipping == "server"
-            else DifferentialPrivacyClientSideFixedClipping
-        )
-        self.dp_strategy = wrapper(strategy, noise_multiplier, clipping_norm, num_sampled_clients)
+        self.dp_strategy: Strategy
+        if clipping.endswith("adaptive"):
+            adaptive = ServerSideAdaptiveClipping if clipping == "server-adaptive" else ClientSideAdaptiveClipping
+            self.dp_strategy = adaptive(
+                strategy,
+                noise_multiplier,
+                num_sampled_clients,
+                initial_clipping_norm=clipping_norm,
+                target_clipped_quantile=target_clipped_quantile,
+                clip_norm_lr=clip_norm_lr,
+                clipped_count_stddev=clipped_count_stddev,
+            )
+        else:
+            fixed = (
+                DifferentialPrivacyServerSideFixedClipping
+                if clipping == "server"
+                else DifferentialPrivacyClientSideFixedClipping
+            )
+            self.dp_strategy = fixed(strategy, noise_multiplier, clipping_norm, num_sampled_clients)
         self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta)
 
     @classmethod
@@ -136,6 +191,11 @@ class DPFedAvg(Strategy):
         )
         if num_rounds < 1:
             raise ValueError(f"num-rounds must be a positive integer, got {num_rounds}")
+        if clipping.endswith("adaptive"):
+            raise ValueError(
+                f"a target epsilon needs fixed clipping ('server' or 'client'), got {clipping!r}: with adaptive "
+                "clipping the effective noise depends on the norms the run learns, so epsilon is only known after it"
+            )
         z = noise_multiplier_for_target(target_epsilon, delta, num_sampled_clients / num_total_clients, num_rounds)
         return cls(
             strategy,
@@ -151,6 +211,8 @@ class DPFedAvg(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Let the DP wrapper configure the round; refuse to sample more clients than accounted for."""
+        if self.clipping == "client-adaptive":
+            config[ADAPTIVE_CLIPPING_KEY] = True
         messages = list(self.dp_strategy.configure_train(server_round, arrays, config, grid))
         if len(messages) > self.num_sampled_clients:
             raise RuntimeError(
@@ -173,15 +235,36 @@ class DPFedAvg(Strategy):
             for record in msg.content.metric_records.values():
                 if self.weighted_by_key in record:
                     record[self.weighted_by_key] = 1.0
+        norm_before = self.current_clipping_norm
         arrays, metrics = self.dp_strategy.aggregate_train(server_round, valid)
         if arrays is None:
             return None, metrics
-        self.accountant.step(len(valid))
+        if isinstance(
+            self.dp_strategy, DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
+        ):
+            self.accountant.step(len(valid))
+        else:
+            adaptive = cast(ServerSideAdaptiveClipping, self.dp_strategy)
+            z_round = adaptive_round_noise_multiplier(
+                adaptive.noise_multiplier,
+                norm_before,
+                adaptive.clipping_norm,
+                len(valid),
+                self.num_sampled_clients,
+                adaptive.clipped_count_stddev,
+            )
+            self.accountant.step(len(valid), noise_multiplier=z_round)
         report = MetricRecord(dict(metrics or {}))
         report["epsilon"] = self.accountant.epsilon()
         report["epsilon-no-amplification"] = self.accountant.epsilon_no_amplification()
+        report["clipping-norm"] = self.current_clipping_norm
         log(INFO, "round %d: epsilon %.4f (delta %g)", server_round, report["epsilon"], self.accountant.delta)
         return arrays, report
+
+    @property
+    def current_clipping_norm(self) -> float:
+        """The clipping norm of the next round (it changes only with adaptive clipping)."""
+        return float(getattr(self.dp_strategy, "clipping_norm", self.clipping_norm))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -215,7 +298,9 @@ class DPFedAvg(Strategy):
             "delta": self.accountant.delta,
             "noise_multiplier": self.noise_multiplier,
             "clipping_norm": self.clipping_norm,
+            "final_clipping_norm": self.current_clipping_norm,
             "clipping": self.clipping,
+            "round_noise_multipliers": [z for z, _, steps in self.accountant.history for _ in range(steps)],
             "sample_rate": self.accountant.sample_rate,
             "rounds_accounted": self.accountant.rounds,
             "accountant": "opacus-rdp",

@@ -95,6 +95,15 @@ def test_same_seed_gives_identical_runs(tmp_path: Path, data_root: Path) -> None
         ("dp-sgd", {"noise-multiplier": 1.0, "max-grad-norm": 1.0}),
         ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0}),
         ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0, "dp-clipping": "client"}),
+        (
+            "dp-fedavg",
+            {
+                "noise-multiplier": 0.5,
+                "clipping-norm": 1.0,
+                "dp-clipping": "client-adaptive",
+                "dp-clipped-count-stddev": 1.0,
+            },
+        ),
         ("visualmixer+dp-sgd", {"target-epsilon": 8.0}),
     ],
 )
@@ -112,6 +121,9 @@ def test_dp_protections(tmp_path: Path, data_root: Path, protection: str, overri
     if protection == "dp-fedavg":
         assert dp["sample_rate"] == 1.0 and dp["epsilon_no_amplification"] == pytest.approx(dp["epsilon"])
         assert dp["clipping"] == overrides.get("dp-clipping", "server")
+        adaptive = str(dp["clipping"]).endswith("adaptive")
+        assert (dp["final_clipping_norm"] != dp["clipping_norm"]) == adaptive  # the clients' norm bits moved it
+        assert float(rows[-1]["train_clipping-norm"]) == pytest.approx(dp["final_clipping_norm"])
     else:
         assert float(rows[-1]["train_epsilon-mean"]) <= summary["epsilon"]
     if protection == "visualmixer+dp-sgd":

@@ -12,6 +12,19 @@ sampled per round, the round is a subsampled Gaussian mechanism with sample rate
 - A round in which only ``k < m`` sampled clients reply averages over ``k`` with noise
   calibrated for ``m``: its sensitivity is ``C / k``, so it is accounted with the effective
   noise multiplier ``z * k / m``.
+
+Adaptive clipping (Andrew et al., 2021, https://arxiv.org/abs/1905.03871) as Flower 1.41
+implements it releases two things per round, and :func:`adaptive_round_noise_multiplier`
+accounts both as one Gaussian mechanism on the joint query:
+
+- the average of updates clipped to ``C_t`` with noise std ``z_u * C_{t+1} / m``: Flower
+  updates the norm before it adds the noise, so the update's own multiplier is
+  ``z_u * C_{t+1} / C_t`` (times ``k / m`` as above);
+- the count of clipped clients, each contributing 0 or 1 (not centred to +-1/2 as in the
+  paper), with noise std ``sigma_b``: multiplier ``sigma_b``.
+
+Together: ``z_round = (z_update^-2 + sigma_b^-2)^(-1/2)``. This is smaller than the ``z``
+Flower's wrapper is configured with, which assumes a centred count and the old norm.
 """
 
 from __future__ import annotations
@@ -93,9 +106,17 @@ class UserLevelAccountant:
         self.delta = delta
         self.history: list[tuple[float, float, int]] = []
 
-    def step(self, num_replies: int) -> None:
-        """Account one released round that averaged ``num_replies`` clipped updates."""
-        effective = self.noise_multiplier * min(num_replies, self.num_sampled) / self.num_sampled
+    def step(self, num_replies: int, noise_multiplier: float | None = None) -> None:
+        """Account one released round that averaged ``num_replies`` clipped updates.
+
+        ``noise_multiplier`` overrides the effective multiplier of the round (adaptive
+        clipping computes it with :func:`adaptive_round_noise_multiplier`).
+        """
+        effective = (
+            noise_multiplier
+            if noise_multiplier is not None
+            else self.noise_multiplier * min(num_replies, self.num_sampled) / self.num_sampled
+        )
         if self.history and self.history[-1][0] == effective:
             z, q, steps = self.history[-1]
             self.history[-1] = (z, q, steps + 1)
@@ -114,3 +135,17 @@ class UserLevelAccountant:
     def epsilon_no_amplification(self) -> float:
         """Epsilon without amplification (every client in every round): an upper bound."""
         return epsilon_rdp([(z, 1.0, steps) for z, _, steps in self.history], self.delta)
+
+
+def adaptive_round_noise_multiplier(
+    update_noise_multiplier: float,
+    clipping_norm_before: float,
+    clipping_norm_after: float,
+    num_replies: int,
+    num_sampled: int,
+    clipped_count_stddev: float,
+) -> float:
+    """The effective noise multiplier of one adaptive-clipping round (see the module docstring)."""
+    update = update_noise_multiplier * (clipping_norm_after / clipping_norm_before)
+    update *= min(num_replies, num_sampled) / num_sampled
+    return float((update**-2 + clipped_count_stddev**-2) ** -0.5)
