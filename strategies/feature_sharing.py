@@ -31,10 +31,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from torch.nn import functional as F
 
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import Reconstructor, feature_shape, split_model
+from flwr_privshare.poisoning.refine import train_decider
 
 FEATURES_KEY = "features"
 RECONSTRUCTOR_KEY = "reconstructor"
@@ -218,22 +218,15 @@ class FeatureSharing(FedAvg):
 
     def refine(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         """Train phi2 on the pooled features with cross-entropy (Adam); return the mean loss of the last epoch."""
-        decider = self.split.decider.train()
-        optimizer = torch.optim.Adam(decider.parameters(), lr=self.refine_learning_rate)
-        epoch_loss = float("nan")
-        for _ in range(self.refine_epochs):
-            order = torch.randperm(len(labels), generator=self.generator)
-            total = 0.0
-            for start in range(0, len(order), self.refine_batch_size):
-                index = order[start : start + self.refine_batch_size]
-                loss = F.cross_entropy(decider(features[index].float()), labels[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(index)
-            epoch_loss = total / len(labels)
-        decider.eval()
-        return epoch_loss
+        return train_decider(
+            self.split.decider,
+            features,
+            labels,
+            epochs=self.refine_epochs,
+            batch_size=self.refine_batch_size,
+            learning_rate=self.refine_learning_rate,
+            generator=self.generator,
+        )
 
 
 def _to_numpy(array: Array) -> np.ndarray:

@@ -4,6 +4,7 @@ Visual Disclosure", arXiv 1912.06895): split a classifier, train reconstructors,
 from .dpm import DPM_BLOCKS, DeepPoisoningModule, DPMTrainingResult, poisoned_features, ssim_per_image, train_dpm
 from .evaluation import evaluate_poisoning
 from .reconstructor import RECONSTRUCTORS, Reconstructor, train_reconstructor
+from .refine import decider_accuracy, train_decider
 from .split import SplitModel, feature_shape, split_model
 
 __all__ = [
@@ -13,11 +14,13 @@ __all__ = [
     "DeepPoisoningModule",
     "Reconstructor",
     "SplitModel",
+    "decider_accuracy",
     "evaluate_poisoning",
     "feature_shape",
     "poisoned_features",
     "split_model",
     "ssim_per_image",
+    "train_decider",
     "train_dpm",
     "train_reconstructor",
 ]
