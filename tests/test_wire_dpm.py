@@ -1,0 +1,91 @@
+"""What a DPM client actually sends: poisoned features and labels, never images or the DPM itself.
+
+``feature_sharing_handler`` is called on a real Flower ``Message`` as the server's
+``FeatureSharing`` builds it, and its reply is inspected byte by byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from flwr_privshare.data import load_split
+from flwr_privshare.feature_sharing_client import DPM_STATE_KEY, feature_sharing_handler
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor
+from flwr_privshare.strategies import FeatureSharing
+
+from .strategies.test_dp_fedavg import FakeGrid
+
+
+def dpm_round(data_root: Path, server_round: int, state: RecordDict) -> tuple[Message, Context]:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # the server builds the message
+    torch.manual_seed(0)
+    model = build_model("mnist-cnn")
+    sharing = FeatureSharing(
+        "mnist-cnn", "pool1", Reconstructor("px2s2", (16, 14, 14), (1, 28, 28)),
+        image_shape=(1, 28, 28), num_classes=10, shared_samples=32,
+    )  # fmt: skip
+    (message,) = sharing.configure_train(
+        server_round, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
+    )
+    TaskIdentity.node_id = 1  # the client runs it
+    run_config = {"data-dir": str(data_root / "mnist"), "samples-per-client": 48, "public-size": 1000, "batch-size": 16}
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": 0, "num-partitions": 4},
+        state=state,
+        run_config=run_config,  # type: ignore[arg-type]
+    )
+    return feature_sharing_handler(message, context), context
+
+
+def test_reply_holds_poisoned_features_and_labels_only(data_root: Path) -> None:
+    reply, context = dpm_round(data_root, 1, RecordDict())
+    content = reply.content
+    assert set(content.keys()) == {"features", "metrics"} and not content.config_records
+    shared = content.array_records["features"]
+    assert set(shared) == {"features", "labels"}
+    features, labels = shared["features"].numpy(), shared["labels"].numpy()
+    assert features.shape == (32, 16, 14, 14) and features.dtype == np.float16
+    assert labels.shape == (32,) and labels.dtype == np.int64
+    metrics = dict(content.metric_records["metrics"])
+    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim"}
+
+    # The DPM stays in the client's state and nothing in the reply can stand in for it.
+    kept = context.state.array_records[DPM_STATE_KEY]
+    dpm_state = kept.to_torch_state_dict()
+    DeepPoisoningModule(16).load_state_dict(dpm_state)
+    for array in shared.values():
+        with pytest.raises((RuntimeError, KeyError)):
+            DeepPoisoningModule(16).load_state_dict({"0.body.0.weight": torch.from_numpy(array.numpy())})
+    reply_bytes = b"".join(array.data for array in shared.values())
+    for tensor in dpm_state.values():
+        if tensor.numel() > 4 and tensor.abs().sum() > 0:  # a parameter's bytes never appear in the reply
+            assert tensor.numpy().tobytes() not in reply_bytes
+            assert tensor.half().numpy().tobytes() not in reply_bytes
+
+    # No image: the client's own images are nowhere in the reply.
+    images = load_split("ylecun/mnist", "train", str(data_root / "mnist")).images
+    assert not any(array.shape[-2:] == tuple(images.shape[-2:]) for array in shared.values())
+
+
+def test_the_dpm_persists_across_rounds_in_the_client_state(data_root: Path) -> None:
+    state = RecordDict()
+    _, context = dpm_round(data_root, 1, state)
+    first = {k: v.clone() for k, v in context.state.array_records[DPM_STATE_KEY].to_torch_state_dict().items()}
+    _, context = dpm_round(data_root, 2, context.state)
+    second = context.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+    assert set(first) == set(second) and any(not torch.equal(first[k], second[k]) for k in first)
+    # Round 2 continued from round 1: a client without a stored DPM ends round 2 elsewhere.
+    _, without_history = dpm_round(data_root, 2, RecordDict())
+    restarted = without_history.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+    assert any(not torch.equal(second[k], restarted[k]) for k in second)
