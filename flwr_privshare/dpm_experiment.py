@@ -18,11 +18,13 @@
 from __future__ import annotations
 
 import time
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
@@ -44,7 +46,7 @@ from .poisoning import (
     train_dpm,
     train_reconstructor,
 )
-from .poisoning.plots import reconstruction_grid, ssim_bars
+from .poisoning.plots import audit_bars, reconstruction_grid
 from .results import RunFolder
 from .server import central_evaluation, default_run_name
 from .train import evaluate, get_device, train
@@ -81,7 +83,7 @@ def train_reconstructors(
     reconstructors = {}
     for name in RECONSTRUCTORS:
         reconstructor = Reconstructor(name, shape, public.image_shape)
-        train_reconstructor(
+        l1 = train_reconstructor(
             reconstructor,
             split.featurizer,
             public,
@@ -90,6 +92,7 @@ def train_reconstructors(
             generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", name)),
         )
         reconstructors[name] = reconstructor
+        log(INFO, "reconstructor %s trained on the public split: L1 %.4f", name, l1)
     return reconstructors
 
 
@@ -179,6 +182,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
     try:
         bootstrap(config, model, public, grid)
         _, bootstrap_accuracy = evaluate(model, test, device=get_device())
+        log(INFO, "bootstrap (%s): test accuracy %.4f", config.dpm_bootstrap, bootstrap_accuracy)
         split = split_model(model, config.dpm_hook)
         shape = feature_shape(split.featurizer, test.image_shape)
         reconstructors = train_reconstructors(config, split, public, shape)
@@ -206,9 +210,11 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
         torch.save(model.state_dict(), folder.path / "model.pt")
         final = dict(result.evaluate_metrics_serverapp[config.num_server_rounds])
         stand_in = client_partition(config, 0, num_clients)
+        log(INFO, "audit: training the stand-in DPM and the secondary attack")
         report, samples = audit(config, split, reconstructors, stand_in, public, test)
+        log(INFO, "audit: %s", {key: round(value, 4) for key, value in report.items()})
         folder.save_figure("reconstructions", reconstruction_grid(samples))
-        folder.save_figure("reconstruction_ssim", ssim_bars(report, list(RECONSTRUCTORS)))
+        folder.save_figure("audit", audit_bars(report, list(RECONSTRUCTORS)))
         summary = {
             "method": "feature-sharing+dpm",
             "protection": "dpm",

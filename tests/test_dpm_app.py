@@ -70,7 +70,7 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
     assert rows[-1]["train_pooled-features"] == str(3 * 64) and rows[-1]["train_rejected"] == "0"
     assert float(rows[1]["payload_bytes_per_client"]) >= 64 * 32 * 16 * 16 * 2
-    for figure in ("accuracy", "reconstructions", "reconstruction_ssim"):
+    for figure in ("accuracy", "reconstructions", "audit"):
         assert (folder / f"{figure}.png").stat().st_size > 1000
     check_wire(folder, "cifar-cnn", (3, 32, 32))
 

@@ -29,18 +29,26 @@ def reconstruction_grid(rows: Mapping[str, torch.Tensor]) -> Any:
     return figure
 
 
-def ssim_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
-    """SSIM from original vs poisoned features for every reconstructor."""
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    width = 0.4
+def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
+    """Three panels, original vs poisoned features: the decider's accuracy, and SSIM and L1 per reconstructor."""
+    figure, (accuracy_axis, ssim_axis, l1_axis) = plt.subplots(
+        1, 3, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 3, 3]}
+    )
+    views = (("original", -0.2), ("poisoned", 0.2))
+    for view, offset in views:
+        accuracy_axis.bar([offset], [report[f"accuracy_{view}"]], 0.4, label=f"{view} features")
+    accuracy_axis.set_xticks([])
+    accuracy_axis.set_ylim(0.0, 1.0)
+    accuracy_axis.set_ylabel("decider accuracy")
     positions = range(len(reconstructors))
-    for offset, view in ((-width / 2, "original"), (width / 2, "poisoned")):
-        values = [report[f"{name}/ssim_{view}"] for name in reconstructors]
-        axis.bar([p + offset for p in positions], values, width, label=f"from {view} features")
-    axis.set_xticks(list(positions), reconstructors)
-    axis.set_ylabel("SSIM to the image")
-    axis.axhline(0.0, color="black", linewidth=0.5)
-    axis.legend()
-    axis.grid(alpha=0.3, axis="y")
+    for axis, metric, label in ((ssim_axis, "ssim", "SSIM to the image"), (l1_axis, "l1", "L1 to the image")):
+        for view, offset in views:
+            values = [report[f"{name}/{metric}_{view}"] for name in reconstructors]
+            axis.bar([p + offset for p in positions], values, 0.4, label=f"from {view} features")
+        axis.set_xticks(list(positions), reconstructors)
+        axis.set_ylabel(label)
+        axis.axhline(0.0, color="black", linewidth=0.5)
+        axis.grid(alpha=0.3, axis="y")
+    ssim_axis.legend()
     figure.tight_layout()
     return figure
