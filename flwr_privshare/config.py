@@ -71,6 +71,8 @@ class ExperimentConfig:
         dpm_reconstructor: the reconstructor the DPMs are trained against, one of
             :data:`~flwr_privshare.poisoning.RECONSTRUCTORS`.
         dpm_lambda: weight of the SSIM term in the DPM loss (Eq. 3).
+        dpm_feature_noise: relative std of the noise on the straw man's input in the DPM
+            loss's SSIM term (0: the paper's loss; see :func:`~flwr_privshare.poisoning.train_dpm`).
         dpm_epochs: local DPM training epochs per round.
         dpm_learning_rate: Adam's learning rate for the DPM.
         dpm_shared_samples: poisoned features each client shares per round (0: all).
@@ -114,6 +116,7 @@ class ExperimentConfig:
     dpm_hook: str = "pool1"
     dpm_reconstructor: str = "px2s2"
     dpm_lambda: float = 1.0
+    dpm_feature_noise: float = 0.0
     dpm_epochs: int = 1
     dpm_learning_rate: float = 1e-3
     dpm_shared_samples: int = 1000
@@ -158,6 +161,7 @@ class ExperimentConfig:
         for key in ("dpm-epochs", "dpm-bootstrap-epochs", "reconstructor-epochs", "refine-epochs"):
             _require(self._get(key) > 0, key, self._get(key), "a positive integer")
         _require(self.dpm_lambda >= 0, "dpm-lambda", self.dpm_lambda, "a non-negative number")
+        _require(self.dpm_feature_noise >= 0, "dpm-feature-noise", self.dpm_feature_noise, "a non-negative number")
         _require(self.dpm_learning_rate > 0, "dpm-learning-rate", self.dpm_learning_rate, "a positive number")
         _require(self.dpm_bootstrap in DPM_BOOTSTRAPS, "dpm-bootstrap", self.dpm_bootstrap, f"one of {DPM_BOOTSTRAPS}")
         _require(

@@ -52,6 +52,7 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
         data,
         ssim_weight=float(cast(float, settings["ssim-weight"])),
         epochs=int(cast(int, settings["dpm-epochs"])),
+        feature_noise=float(cast(float, settings["feature-noise"])),
         batch_size=config.batch_size,
         learning_rate=config.dpm_learning_rate,
         device=device,

@@ -65,6 +65,9 @@ class FeatureSharing(FedAvg):
         Labels must lie in ``[0, num_classes)``.
     ssim_weight : float (default: 1.0)
         The DPM loss's lambda (Eq. 3), sent to the clients.
+    feature_noise : float (default: 0.0)
+        Relative std of the noise on psi's input in the DPM loss's SSIM term
+        (:func:`~flwr_privshare.poisoning.train_dpm`); 0 is the paper's loss.
     dpm_epochs : int (default: 1)
         Local DPM training epochs per round.
     shared_samples : int (default: 1000)
@@ -89,6 +92,7 @@ class FeatureSharing(FedAvg):
         image_shape: tuple[int, int, int],
         num_classes: int,
         ssim_weight: float = 1.0,
+        feature_noise: float = 0.0,
         dpm_epochs: int = 1,
         shared_samples: int = 1000,
         refine_epochs: int = 1,
@@ -107,6 +111,8 @@ class FeatureSharing(FedAvg):
         )
         if ssim_weight < 0:
             raise ValueError(f"ssim_weight (lambda) must be >= 0, got {ssim_weight}")
+        if feature_noise < 0:
+            raise ValueError(f"feature_noise must be >= 0, got {feature_noise}")
         for name, value in (("dpm_epochs", dpm_epochs), ("refine_epochs", refine_epochs)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
@@ -118,6 +124,7 @@ class FeatureSharing(FedAvg):
         self.model_name, self.hook, self.num_classes = model_name, hook, num_classes
         self.reconstructor = reconstructor
         self.ssim_weight, self.dpm_epochs, self.shared_samples = ssim_weight, dpm_epochs, shared_samples
+        self.feature_noise = feature_noise
         self.refine_epochs, self.refine_batch_size = refine_epochs, refine_batch_size
         self.refine_learning_rate = refine_learning_rate
         self.generator = torch.Generator().manual_seed(seed)
@@ -131,7 +138,14 @@ class FeatureSharing(FedAvg):
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log(INFO, "\t%r: lambda=%s, shared_samples=%s", self, self.ssim_weight, self.shared_samples)
+        log(
+            INFO,
+            "\t%r: lambda=%s, feature_noise=%s, shared_samples=%s",
+            self,
+            self.ssim_weight,
+            self.feature_noise,
+            self.shared_samples,
+        )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -150,6 +164,7 @@ class FeatureSharing(FedAvg):
                 "hook": self.hook,
                 "reconstructor": self.reconstructor.name,
                 "ssim-weight": self.ssim_weight,
+                "feature-noise": self.feature_noise,
                 "dpm-epochs": self.dpm_epochs,
                 "shared-samples": self.shared_samples,
             }

@@ -33,6 +33,8 @@ SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
         ({"target-epsilon": -3.0}, "'target-epsilon' is -3.0; it must be non-negative"),
         ({"dp-accountant": "gdp"}, "'dp-accountant' is 'gdp'; it must be one of"),
         ({"dp-clipping": "both"}, "'dp-clipping' is 'both'; it must be one of"),
+        ({"dpm-lambda": -1.0}, "'dpm-lambda' is -1.0; it must be a non-negative number"),
+        ({"dpm-feature-noise": -0.3}, "'dpm-feature-noise' is -0.3; it must be a non-negative number"),
         ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),
         ({"num-server-rounds": 0}, "'num-server-rounds' is 0; it must be a positive integer"),
         ({"local-epochs": -1}, "'local-epochs' is -1; it must be a positive integer"),
@@ -61,7 +63,16 @@ def test_window_larger_than_the_image_is_rejected() -> None:
     [
         ("visualmixer_cifar", {}),
         ("dp_fedavg_cifar", {"protection": "dp-fedavg", "oracle-epochs": 0}),
-        ("dpm_cifar", {"protection": "none", "oracle-epochs": 0, "num-server-rounds": 3}),
+        (
+            "dpm_cifar",
+            {
+                "protection": "none",
+                "oracle-epochs": 0,
+                "num-server-rounds": 3,
+                "dpm-lambda": 5.0,
+                "dpm-feature-noise": 0.3,
+            },
+        ),
     ],
 )
 def test_app_defaults_match_the_library_defaults(app: str, differences: dict[str, object]) -> None:

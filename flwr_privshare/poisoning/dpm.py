@@ -9,6 +9,14 @@ while the reconstructor psi cannot recover the image from them:
 The paper minimises SSIM itself; this minimises its magnitude, because a strongly
 negative SSIM is an inverted image that an attacker recovers with ``1 - x``. Clients share
 ``P(phi1 x)`` and labels; P stays in the client's state and never leaves it.
+
+A P trained against one straw man psi learns what that psi is sensitive to, and
+reconstructors it has not seen still recover part of the image. ``feature_noise`` makes
+the SSIM term an expectation over Gaussian perturbations of the poisoned features
+(expectation over transformation, Athalye et al., ICML 2018): psi sees
+``P(phi1 x) + sigma * std(P(phi1 x)) * N(0, I)``, so the poisoning cannot rest on exact
+feature values and transfers better to unseen reconstructors (README, "DPM results").
+The decider always sees the clean poisoned features.
 """
 
 from __future__ import annotations
@@ -101,6 +109,7 @@ def train_dpm(
     *,
     ssim_weight: float,
     epochs: int,
+    feature_noise: float = 0.0,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     device: torch.device,
@@ -108,11 +117,16 @@ def train_dpm(
 ) -> DPMTrainingResult:
     """Train ``dpm`` in place on ``data`` with Eq. 3 (``ssim_weight`` = lambda); phi1, phi2 and psi stay frozen.
 
+    ``feature_noise`` (sigma) is the relative std of the Gaussian noise psi's input gets
+    in the SSIM term (module docstring); 0 is the paper's loss.
+
     Raises:
-        ValueError: ``ssim_weight`` is negative or ``epochs`` is not positive.
+        ValueError: ``ssim_weight`` or ``feature_noise`` is negative, or ``epochs`` is not positive.
     """
     if ssim_weight < 0:
         raise ValueError(f"ssim_weight (lambda) must be >= 0, got {ssim_weight}")
+    if feature_noise < 0:
+        raise ValueError(f"feature_noise must be >= 0, got {feature_noise}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     dpm.to(device).train()
@@ -128,7 +142,11 @@ def train_dpm(
                     features = split.featurizer(images)
                 poisoned = dpm(features)
                 ce = F.cross_entropy(split.decider(poisoned), labels)
-                ssims = ssim_per_image(reconstructor(poisoned), images)
+                attacked = poisoned
+                if feature_noise > 0:
+                    noise = torch.randn(poisoned.shape, generator=generator).to(device)
+                    attacked = poisoned + feature_noise * poisoned.detach().std() * noise
+                ssims = ssim_per_image(reconstructor(attacked), images)
                 loss = ce + ssim_weight * ssims.abs().mean() if ssim_weight > 0 else ce
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -130,3 +130,51 @@ def test_negative_lambda_is_rejected_before_training(tiny: Tiny) -> None:
     with pytest.raises(ValueError, match=r"ssim_weight \(lambda\) must be >= 0, got -0.5"):
         train_dpm(dpm, split, reconstructor, data, ssim_weight=-0.5, epochs=1, device=CPU, generator=torch.Generator())
     assert all(torch.equal(before[k], v) for k, v in dpm.state_dict().items())
+
+
+def test_feature_noise_puts_gaussian_noise_on_the_straw_mans_input_only(tiny: Tiny) -> None:
+    split, shape, reconstructor, data = tiny.split, tiny.shape, tiny.reconstructor, tiny.data
+    torch.manual_seed(2)
+    dpm = DeepPoisoningModule(shape[0])
+    reference = DeepPoisoningModule(shape[0])
+    reference.load_state_dict(dpm.state_dict())
+    settings = {"ssim_weight": 2.0, "epochs": 1, "batch_size": 32, "device": CPU}
+    noisy_training = {"feature_noise": 0.5, "generator": torch.Generator().manual_seed(4)}
+    train_dpm(dpm, split, reconstructor, data, **noisy_training, **settings)
+
+    # Independent loop: the decider sees P(phi1 x); psi sees P(phi1 x) + 0.5 * std * N(0, I).
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    for module in (split.featurizer, split.decider, reconstructor):
+        module.eval()
+    generator = torch.Generator().manual_seed(4)
+    for images, labels in batches(data, 32, CPU, generator):
+        poisoned = reference(split.featurizer(images).detach())
+        noisy = poisoned + 0.5 * poisoned.detach().std() * torch.randn(poisoned.shape, generator=generator)
+        loss = F.cross_entropy(split.decider(poisoned), labels)
+        loss = loss + 2.0 * ssim_per_image(reconstructor(noisy), images).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for (name, trained), expected in zip(dpm.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(trained, expected, msg=name)
+
+    noiseless = DeepPoisoningModule(shape[0])
+    noiseless.load_state_dict(reference.state_dict())
+    train_dpm(noiseless, split, reconstructor, data, generator=torch.Generator().manual_seed(4), **settings)
+    assert not torch.equal(noiseless.state_dict()["0.body.6.weight"], dpm.state_dict()["0.body.6.weight"])
+
+
+def test_negative_feature_noise_is_rejected_before_training(tiny: Tiny) -> None:
+    dpm = DeepPoisoningModule(tiny.shape[0])
+    with pytest.raises(ValueError, match=r"feature_noise must be >= 0, got -0.1"):
+        train_dpm(
+            dpm,
+            tiny.split,
+            tiny.reconstructor,
+            tiny.data,
+            ssim_weight=1.0,
+            feature_noise=-0.1,
+            epochs=1,
+            device=CPU,
+            generator=torch.Generator(),
+        )

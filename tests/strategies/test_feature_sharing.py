@@ -40,7 +40,7 @@ def real_features(sharing: FeatureSharing, data: ImageDataset) -> tuple[np.ndarr
 
 
 def test_configure_train_sends_phi_psi_and_the_dpm_settings() -> None:
-    sharing = strategy(ssim_weight=0.5, shared_samples=64)
+    sharing = strategy(ssim_weight=0.5, feature_noise=0.25, shared_samples=64)
     model = build_model("mnist-cnn")
     messages = list(
         sharing.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(4)))
@@ -57,6 +57,7 @@ def test_configure_train_sends_phi_psi_and_the_dpm_settings() -> None:
         "hook": "pool1",
         "reconstructor": "px2s2",
         "ssim-weight": 0.5,
+        "feature-noise": 0.25,
         "dpm-epochs": 1,
         "shared-samples": 64,
     }
@@ -142,6 +143,8 @@ def test_a_round_with_only_malformed_replies_keeps_the_model(mnist_test: ImageDa
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"ssim_weight \(lambda\) must be >= 0, got -1"):
         strategy(ssim_weight=-1)
+    with pytest.raises(ValueError, match=r"feature_noise must be >= 0, got -0\.5"):
+        strategy(feature_noise=-0.5)
     with pytest.raises(ValueError, match="hook must be one of"):
         FeatureSharing(
             "mnist-cnn", "fc", Reconstructor("px2s2", SHAPE, (1, 28, 28)), image_shape=(1, 28, 28), num_classes=10
