@@ -9,7 +9,8 @@
 4. Audit on the test set. The clients' DPMs never leave them, so the experimenter trains a
    stand-in DPM with the clients' own procedure (:func:`train_dpm`, same settings, as many
    epochs as a client that took part in every round) on partition 0's data, and measures
-   with it: phi2's accuracy on original vs poisoned features, L1 / SSIM of every
+   with it: phi2's accuracy on original vs poisoned features (and on the features of the
+   same P trained with lambda = 0, the control that isolates what poisoning costs), L1 / SSIM of every
    reconstructor from original vs poisoned features, sample reconstructions, and the
    secondary attack of someone who holds the DPM and trains a reconstructor on
    ``(P(phi1 z), z)``.
@@ -107,21 +108,29 @@ def audit(
     """The stand-in DPM's report on the test set, and the images of the sample figure."""
     device = get_device()
     shape = feature_shape(split.featurizer, test.image_shape)
-    dpm = DeepPoisoningModule(shape[0])
     straw_man = reconstructors[config.dpm_reconstructor]
-    training = train_dpm(
-        dpm,
-        split,
-        straw_man,
-        stand_in_data,
-        ssim_weight=config.dpm_lambda,
-        feature_noise=config.dpm_feature_noise,
-        epochs=config.dpm_epochs * config.num_server_rounds,
-        batch_size=config.batch_size,
-        learning_rate=config.dpm_learning_rate,
-        device=device,
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm")),
-    )
+
+    def stand_in_dpm(ssim_weight: float) -> tuple[DeepPoisoningModule, float]:
+        dpm = DeepPoisoningModule(shape[0])
+        training = train_dpm(
+            dpm,
+            split,
+            straw_man,
+            stand_in_data,
+            ssim_weight=ssim_weight,
+            feature_noise=config.dpm_feature_noise,
+            epochs=config.dpm_epochs * config.num_server_rounds,
+            batch_size=config.batch_size,
+            learning_rate=config.dpm_learning_rate,
+            device=device,
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm")),
+        )
+        return dpm, training.ssim
+
+    dpm, training_ssim = stand_in_dpm(config.dpm_lambda)
+    # Control for the equivalence check: the same P trained on the same data with lambda = 0
+    # separates what poisoning costs from what fine-tuning P on the client's data gains.
+    control, _ = stand_in_dpm(0.0)
     # Secondary attack: whoever holds P trains a reconstructor on (P(phi1 z), z) for public z.
     with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
     train_reconstructor(
@@ -137,7 +146,8 @@ def audit(
     report["secondary/l1_with_dpm"] = secondary["with-dpm/l1_poisoned"]
     report["secondary/ssim_with_dpm"] = secondary["with-dpm/ssim_poisoned"]
     report["secondary/ssim_without_dpm"] = report[f"{config.dpm_reconstructor}/ssim_poisoned"]
-    report["stand_in_training_ssim"] = training.ssim
+    report["stand_in_training_ssim"] = training_ssim
+    report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
 
     with torch.no_grad():
         for module in (*split, dpm, straw_man, with_dpm):

@@ -65,7 +65,7 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
     for name in RECONSTRUCTORS:
         for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned"):
             assert f"{name}/{key}" in privacy
-    assert {"accuracy_original", "accuracy_poisoned", "secondary/ssim_with_dpm"} <= set(privacy)
+    assert {"accuracy_original", "accuracy_poisoned", "accuracy_lambda_zero", "secondary/ssim_with_dpm"} <= set(privacy)
     rows = list(csv.DictReader((folder / "rounds.csv").open()))
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
     assert rows[-1]["train_pooled-features"] == str(3 * 64) and rows[-1]["train_rejected"] == "0"
