@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .data import PARTITIONERS
 from .models import MODEL_NAMES, build_model
@@ -257,3 +260,16 @@ def derive_seed(seed: int, *parts: object) -> int:
     """A 63-bit seed derived from the run seed and a purpose (e.g. ``"vim", partition_id``)."""
     text = ":".join(str(part) for part in (seed, *parts))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded to ``seed``, then restore its state.
+
+    For module initialisation, which draws from the global RNG: a model built inside
+    ``seeded(derive_seed(run_seed, purpose))`` is the same in every run with that seed,
+    wherever it is built (the ServerApp or a Ray actor).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -33,7 +33,7 @@ from torch import nn
 from flwr_privshare.strategies import FeatureSharing, Recorded
 
 from .clients import client_partition
-from .config import ConfigError, ExperimentConfig, derive_seed
+from .config import ConfigError, ExperimentConfig, derive_seed, seeded
 from .data import ImageDataset, load_split, split_public
 from .models import ImageClassifier, build_model, model_name_for
 from .poisoning import (
@@ -83,7 +83,8 @@ def train_reconstructors(
     """Every reconstructor, trained with L1 on the public split only."""
     reconstructors = {}
     for name in RECONSTRUCTORS:
-        reconstructor = Reconstructor(name, shape, public.image_shape)
+        with seeded(derive_seed(config.seed, "reconstructor-init", name)):
+            reconstructor = Reconstructor(name, shape, public.image_shape)
         l1 = train_reconstructor(
             reconstructor,
             split.featurizer,
@@ -111,7 +112,8 @@ def audit(
     straw_man = reconstructors[config.dpm_reconstructor]
 
     def stand_in_dpm(ssim_weight: float) -> tuple[DeepPoisoningModule, float]:
-        dpm = DeepPoisoningModule(shape[0])
+        with seeded(derive_seed(config.seed, "audit-dpm-init")):
+            dpm = DeepPoisoningModule(shape[0])
         training = train_dpm(
             dpm,
             split,
@@ -132,7 +134,8 @@ def audit(
     # separates what poisoning costs from what fine-tuning P on the client's data gains.
     control, _ = stand_in_dpm(0.0)
     # Secondary attack: whoever holds P trains a reconstructor on (P(phi1 z), z) for public z.
-    with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
+    with seeded(derive_seed(config.seed, "secondary-attack-init")):
+        with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
     train_reconstructor(
         with_dpm,
         nn.Sequential(split.featurizer, dpm),
@@ -183,8 +186,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             "run-config key 'public-size' is 0; the DPM app trains its reconstructors on the public split"
         )
     public = train_split.subset(public_rows)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "model-init"))
+    with seeded(derive_seed(config.seed, "model-init")):
         model = build_model(model_name, test.num_classes)
     num_clients = len(list(grid.get_node_ids()))
     folder = RunFolder(

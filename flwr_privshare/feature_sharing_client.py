@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr_privshare.strategies.feature_sharing import FEATURES_KEY, RECONSTRUCTOR_KEY, TASK
 
 from .clients import client_partition, train_handler
-from .config import ExperimentConfig, derive_seed
+from .config import ExperimentConfig, derive_seed, seeded
 from .models import build_model
 from .poisoning import DeepPoisoningModule, Reconstructor, feature_shape, poisoned_features, split_model, train_dpm
 from .train import get_device
@@ -38,7 +38,8 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
     reconstructor = Reconstructor(str(settings["reconstructor"]), shape, data.image_shape)
     reconstructor.load_state_dict(msg.content.array_records[RECONSTRUCTOR_KEY].to_torch_state_dict())
 
-    dpm = DeepPoisoningModule(shape[0])
+    with seeded(derive_seed(config.seed, "dpm-init", partition_id)):
+        dpm = DeepPoisoningModule(shape[0])
     stored = context.state.array_records.get(DPM_STATE_KEY)
     if stored is not None:
         dpm.load_state_dict(stored.to_torch_state_dict())

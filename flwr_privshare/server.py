@@ -27,7 +27,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr_privshare.strategies import DPFedAvg, Recorded
 
 from .attacks import oracle_recognition
-from .config import ExperimentConfig, derive_seed
+from .config import ExperimentConfig, derive_seed, seeded
 from .data import ImageDataset, load_split, split_public
 from .models import build_model, model_name_for
 from .results import RunFolder
@@ -174,8 +174,7 @@ def run_fedavg_experiment(grid: Grid, context: Context) -> Path:
     inner = build_strategy(config, grid)
 
     random.seed(derive_seed(config.seed, "client-sampling"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "model-init"))
+    with seeded(derive_seed(config.seed, "model-init")):
         model = build_model(model_name, test.num_classes)
 
     folder = RunFolder(

@@ -6,8 +6,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
-from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed
+from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed, seeded
 
 SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
 
@@ -92,3 +93,15 @@ def test_derived_seeds_are_stable_and_distinct() -> None:
     assert derive_seed(42, "visualmixer", 0) == derive_seed(42, "visualmixer", 0)
     assert derive_seed(42, "visualmixer", 0) != derive_seed(42, "visualmixer", 1)
     assert 0 <= derive_seed(1, "x") < 2**63
+
+
+def test_seeded_fixes_module_initialisation_and_restores_the_global_rng() -> None:
+    before = torch.random.get_rng_state()
+    with seeded(derive_seed(7, "init")):
+        first = torch.nn.Linear(4, 3).weight.detach().clone()
+    with seeded(derive_seed(7, "init")):
+        second = torch.nn.Linear(4, 3).weight.detach().clone()
+    with seeded(derive_seed(8, "init")):
+        other = torch.nn.Linear(4, 3).weight.detach().clone()
+    assert torch.equal(first, second) and not torch.equal(first, other)
+    assert torch.equal(torch.random.get_rng_state(), before)
