@@ -55,20 +55,24 @@ from .train import evaluate, get_device, train
 SAMPLE_IMAGES = 8
 
 
+def bootstrap_on_public(config: ExperimentConfig, model: ImageClassifier, public: ImageDataset) -> None:
+    """Train Phi on the public split (``dpm-bootstrap = "server"``)."""
+    train(
+        model,
+        public,
+        epochs=config.dpm_bootstrap_epochs,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        device=get_device(),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "bootstrap")),
+    )
+
+
 def bootstrap(config: ExperimentConfig, model: ImageClassifier, public: ImageDataset, grid: Grid) -> None:
     """Train Phi before feature sharing: on the public split, or with plain FedAvg rounds on the clients."""
     if config.dpm_bootstrap == "server":
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "bootstrap"))
-        train(
-            model,
-            public,
-            epochs=config.dpm_bootstrap_epochs,
-            batch_size=config.batch_size,
-            optimizer=config.optimizer,
-            learning_rate=config.learning_rate,
-            device=get_device(),
-            generator=generator,
-        )
+        bootstrap_on_public(config, model, public)
         return
     fedavg = FedAvg(
         fraction_train=config.fraction_train, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1
@@ -98,6 +102,39 @@ def train_reconstructors(
     return reconstructors
 
 
+def train_stand_in_dpm(
+    config: ExperimentConfig,
+    split: SplitModel,
+    straw_man: Reconstructor,
+    data: ImageDataset,
+    *,
+    ssim_weight: float,
+    stream: tuple[object, ...] = (),
+) -> tuple[DeepPoisoningModule, float]:
+    """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in every round.
+
+    Returns the DPM and the straw man's mean SSIM in its last epoch. ``stream`` extends the
+    seed labels, for several stand-ins from one run seed (the audit uses none).
+    """
+    shape = feature_shape(split.featurizer, data.image_shape)
+    with seeded(derive_seed(config.seed, "audit-dpm-init", *stream)):
+        dpm = DeepPoisoningModule(shape[0])
+    training = train_dpm(
+        dpm,
+        split,
+        straw_man,
+        data,
+        ssim_weight=ssim_weight,
+        feature_noise=config.dpm_feature_noise,
+        epochs=config.dpm_epochs * config.num_server_rounds,
+        batch_size=config.batch_size,
+        learning_rate=config.dpm_learning_rate,
+        device=get_device(),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm", *stream)),
+    )
+    return dpm, training.ssim
+
+
 def audit(
     config: ExperimentConfig,
     split: SplitModel,
@@ -111,28 +148,10 @@ def audit(
     shape = feature_shape(split.featurizer, test.image_shape)
     straw_man = reconstructors[config.dpm_reconstructor]
 
-    def stand_in_dpm(ssim_weight: float) -> tuple[DeepPoisoningModule, float]:
-        with seeded(derive_seed(config.seed, "audit-dpm-init")):
-            dpm = DeepPoisoningModule(shape[0])
-        training = train_dpm(
-            dpm,
-            split,
-            straw_man,
-            stand_in_data,
-            ssim_weight=ssim_weight,
-            feature_noise=config.dpm_feature_noise,
-            epochs=config.dpm_epochs * config.num_server_rounds,
-            batch_size=config.batch_size,
-            learning_rate=config.dpm_learning_rate,
-            device=device,
-            generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm")),
-        )
-        return dpm, training.ssim
-
-    dpm, training_ssim = stand_in_dpm(config.dpm_lambda)
+    dpm, training_ssim = train_stand_in_dpm(config, split, straw_man, stand_in_data, ssim_weight=config.dpm_lambda)
     # Control for the equivalence check: the same P trained on the same data with lambda = 0
     # separates what poisoning costs from what fine-tuning P on the client's data gains.
-    control, _ = stand_in_dpm(0.0)
+    control, _ = train_stand_in_dpm(config, split, straw_man, stand_in_data, ssim_weight=0.0)
     # Secondary attack: whoever holds P trains a reconstructor on (P(phi1 z), z) for public z.
     with seeded(derive_seed(config.seed, "secondary-attack-init")):
         with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
@@ -152,16 +171,19 @@ def audit(
     report["stand_in_training_ssim"] = training_ssim
     report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
 
+    unseen = [name for name in reconstructors if name != config.dpm_reconstructor]
+    worst_unseen = max(unseen, key=lambda name: abs(report[f"{name}/ssim_poisoned"]))
     with torch.no_grad():
-        for module in (*split, dpm, straw_man, with_dpm):
+        for module in (*split, dpm, *reconstructors.values(), with_dpm):
             module.to(device).eval()
         images = test.images[:SAMPLE_IMAGES].to(device).float() / 255
         features = split.featurizer(images)
         poisoned = dpm(features)
         samples = {
             "original": images,
-            "from original features": straw_man(features),
-            "from poisoned features": straw_man(poisoned),
+            f"{straw_man.name}, original features": straw_man(features),
+            f"{straw_man.name}, poisoned features": straw_man(poisoned),
+            f"{worst_unseen} (worst unseen), poisoned": reconstructors[worst_unseen](poisoned),
             "secondary attack (with P)": with_dpm(poisoned),
         }
     return report, samples

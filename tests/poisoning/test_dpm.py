@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from flwr_privshare.config import ExperimentConfig
 from flwr_privshare.data import ImageDataset
+from flwr_privshare.dpm_experiment import train_stand_in_dpm
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import (
     DeepPoisoningModule,
@@ -178,3 +180,15 @@ def test_negative_feature_noise_is_rejected_before_training(tiny: Tiny) -> None:
             device=CPU,
             generator=torch.Generator(),
         )
+
+
+def test_stand_in_dpms_are_reproducible_and_each_stream_is_its_own(tiny: Tiny) -> None:
+    config = ExperimentConfig(num_server_rounds=1, dpm_epochs=1, batch_size=32)
+
+    def weights(stream: tuple[object, ...]) -> torch.Tensor:
+        dpm, _ = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, stream=stream)
+        return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
+
+    audit = weights(())
+    assert torch.equal(audit, weights(()))
+    assert not torch.equal(audit, weights(("client", 1)))

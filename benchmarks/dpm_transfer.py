@@ -1,0 +1,182 @@
+"""Does a DPM's poisoning transfer to reconstructors it never saw? Measured over several clients' DPMs.
+
+The app's audit (``simulations/dpm_cifar``) trains one stand-in DPM, so its unseen-reconstructor
+SSIM is one draw from a distribution that depends on the DPM's initialisation and data. This
+benchmark measures that distribution with the app's own settings (read from its
+``pyproject.toml``) and its own code:
+
+1. Phi (cifar-cnn) trained on the public split and every reconstructor of
+   :data:`~flwr_privshare.poisoning.RECONSTRUCTORS` trained on it, exactly as the app does;
+2. for each ``--settings`` entry ``lambda:sigma`` (SSIM weight, feature noise) and each of
+   ``--clients`` IID partitions, a DPM trained like a client's
+   (:func:`~flwr_privshare.dpm_experiment.train_stand_in_dpm`) against the straw man px2s2,
+   plus one trained with lambda = 0 per client as the equivalence control;
+3. on the first ``--test-size`` test images: the bootstrap decider's accuracy on original vs
+   poisoned features, and every reconstructor's SSIM from original vs poisoned features.
+
+The decider is the bootstrap one (what a client trains its DPM against in round 1), not the
+app's refined one.
+
+    python -m benchmarks.dpm_transfer --data-dir ../shared/datasets/cifar10
+
+writes ``benchmarks/results/dpm_transfer.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from flwr_privshare.clients import client_partition
+from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
+from flwr_privshare.data import load_split, split_public
+from flwr_privshare.dpm_experiment import bootstrap_on_public, train_reconstructors, train_stand_in_dpm
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, split_model
+from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+from flwr_privshare.train import get_device
+
+from .app_runs import SIMULATIONS, command_line
+
+RESULTS = Path(__file__).resolve().parent / "results"
+APP = "dpm_cifar"
+
+
+def app_config(data_dir: Path, test_size: int) -> ExperimentConfig:
+    """The ``dpm_cifar`` app's default run config, on the local data folder."""
+    defaults = tomllib.loads((SIMULATIONS / APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    return ExperimentConfig.from_run_config({**defaults, "data-dir": str(data_dir), "test-size": test_size})
+
+
+def parse_setting(text: str) -> tuple[float, float]:
+    """``"lambda:sigma"`` -> (SSIM weight, feature noise), both >= 0."""
+    try:
+        weight, noise = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a setting reads lambda:sigma, e.g. 5:0.3; got {text!r}") from None
+    if weight < 0 or noise < 0:
+        raise argparse.ArgumentTypeError(f"lambda and sigma must be >= 0, got {text!r}")
+    return weight, noise
+
+
+def summarise(reports: list[dict[str, float]], controls: list[float]) -> dict[str, Any]:
+    """Mean and worst (largest |SSIM|) over clients, per reconstructor, and the mean accuracies."""
+    summary: dict[str, Any] = {
+        "accuracy_original": statistics.mean(r["accuracy_original"] for r in reports),
+        "accuracy_poisoned": statistics.mean(r["accuracy_poisoned"] for r in reports),
+        "accuracy_lambda_zero": statistics.mean(controls),
+    }
+    for name in RECONSTRUCTORS:
+        poisoned = [r[f"{name}/ssim_poisoned"] for r in reports]
+        summary[name] = {
+            "ssim_original": reports[0][f"{name}/ssim_original"],
+            "ssim_poisoned_mean": statistics.mean(poisoned),
+            "ssim_poisoned_worst": max(poisoned, key=abs),
+            "ssim_poisoned": poisoned,
+        }
+    return summary
+
+
+def markdown(results: dict[str, dict[str, Any]], header: str) -> str:
+    """One table per setting: reconstructors as rows, mean and worst SSIM over clients as columns."""
+    lines = [header]
+    for setting, summary in results.items():
+        lines += [
+            "",
+            f"### {setting}",
+            "",
+            f"Decider accuracy (mean over clients): original features {summary['accuracy_original']:.1%}, "
+            f"poisoned {summary['accuracy_poisoned']:.1%}, lambda-0 control {summary['accuracy_lambda_zero']:.1%}.",
+            "",
+            "| reconstructor | SSIM from original features | SSIM from poisoned, mean | worst client | per client |",
+            "|---|---|---|---|---|",
+        ]
+        for name in RECONSTRUCTORS:
+            row = summary[name]
+            role = " (straw man)" if name == "px2s2" else ""
+            per_client = ", ".join(f"{value:.3f}" for value in row["ssim_poisoned"])
+            lines.append(
+                f"| {name}{role} | {row['ssim_original']:.3f} | {row['ssim_poisoned_mean']:.3f} "
+                f"| {row['ssim_poisoned_worst']:.3f} | {per_client} |"
+            )
+    return "\n".join([*lines, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="CIFAR-10 folder (train/test parquet)")
+    parser.add_argument(
+        "--settings",
+        type=parse_setting,
+        nargs="+",
+        default=[(1.0, 0.0), (5.0, 0.3)],
+        help="lambda:sigma pairs (default: the paper's 1:0 and the app's 5:0.3)",
+    )
+    parser.add_argument("--clients", type=int, default=4, help="IID partitions (of the app's 10) to train DPMs on")
+    parser.add_argument("--test-size", type=int, default=2000)
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 10:
+        parser.error(f"--clients must be in 1..10 (the app has 10 partitions), got {args.clients}")
+    started = time.monotonic()
+    device = get_device()
+    config = app_config(args.data_dir, args.test_size)
+
+    train_split = load_split(config.dataset, "train", config.data_dir)
+    test = load_split(config.dataset, "test", config.data_dir).head(config.test_size)
+    public_rows, _ = split_public(len(train_split), config.public_size, config.seed)
+    public = train_split.subset(public_rows)
+    with seeded(derive_seed(config.seed, "model-init")):
+        model = build_model("cifar-cnn", test.num_classes)
+    bootstrap_on_public(config, model, public)
+    split = split_model(model, config.dpm_hook)
+    reconstructors = train_reconstructors(config, split, public, feature_shape(split.featurizer, test.image_shape))
+    straw_man = reconstructors[config.dpm_reconstructor]
+    print(f"Phi and reconstructors ready after {time.monotonic() - started:.0f} s", flush=True)
+
+    partitions = [client_partition(config, client, 10) for client in range(args.clients)]
+    controls = []
+    for client, data in enumerate(partitions):
+        control, _ = train_stand_in_dpm(config, split, straw_man, data, ssim_weight=0.0, stream=("client", client))
+        controls.append(evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"])
+    results: dict[str, dict[str, Any]] = {}
+    for weight, noise in args.settings:
+        setting = f"lambda {weight:g}, feature noise {noise:g}"
+        setting_config = dataclasses.replace(config, dpm_lambda=weight, dpm_feature_noise=noise)
+        reports = []
+        for client, data in enumerate(partitions):
+            dpm, _ = train_stand_in_dpm(
+                setting_config, split, straw_man, data, ssim_weight=weight, stream=("client", client)
+            )
+            reports.append(evaluate_poisoning(split, dpm, reconstructors, test, device=device))
+            print(setting, client, {k: round(v, 3) for k, v in reports[-1].items() if "ssim" in k}, flush=True)
+        results[setting] = summarise(reports, controls)
+
+    header = (
+        f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None})} --settings "
+        + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
+        + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
+        f"cifar-cnn cut at {config.dpm_hook}, {config.dpm_epochs * config.num_server_rounds} DPM epochs per client "
+        f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, seed {config.seed}; "
+        f"SSIM on the first {len(test)} test images."
+    )
+    text = markdown(results, header)
+    atomic_write_json(
+        RESULTS / "dpm_transfer.json",
+        {
+            "results": results,
+            "arguments": {k: str(v) for k, v in vars(args).items()},
+            "config": config.to_run_config(),
+            "versions": package_versions(),
+        },
+    )
+    atomic_write_text(RESULTS / "dpm_transfer.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
