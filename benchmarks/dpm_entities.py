@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--dpm-epochs", type=int, default=2)
     parser.add_argument("--decider-epochs", type=int, default=10)
     parser.add_argument("--ssim-weight", type=float, default=1.0)
+    parser.add_argument("--feature-noise", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     started = time.monotonic()
@@ -115,6 +116,7 @@ def main() -> None:
             straw_man,
             data,
             ssim_weight=args.ssim_weight,
+            feature_noise=args.feature_noise,
             epochs=args.dpm_epochs,
             device=device,
             generator=generator("dpm", name),

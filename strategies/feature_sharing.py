@@ -21,6 +21,7 @@ rounds, then pass the result as ``initial_arrays`` to :meth:`start`::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import cast
@@ -199,8 +200,11 @@ class FeatureSharing(FedAvg):
         metrics = MetricRecord({"accepted": accepted, "rejected": rejected, "pooled-clients": len(self.pool)})
         if not self.pool:
             return None, metrics
-        features = torch.cat([features for features, _ in self.pool.values()])
-        labels = torch.cat([labels for _, labels in self.pool.values()])
+        # Node ids and reply order change from run to run; pooling in content order keeps
+        # refinement (and so the whole run) reproducible from the seed.
+        entries = sorted(self.pool.values(), key=_content_digest)
+        features = torch.cat([features for features, _ in entries])
+        labels = torch.cat([labels for _, labels in entries])
         metrics["pooled-features"] = len(labels)
         metrics["refine-loss"] = self.refine(features, labels)
         return ArrayRecord(self.model.state_dict()), metrics
@@ -242,6 +246,12 @@ class FeatureSharing(FedAvg):
             learning_rate=self.refine_learning_rate,
             generator=self.generator,
         )
+
+
+def _content_digest(entry: tuple[torch.Tensor, torch.Tensor]) -> bytes:
+    """SHA-256 of a pooled ``(features, labels)`` entry: an order for the pool that does not depend on node ids."""
+    features, labels = entry
+    return hashlib.sha256(labels.numpy().tobytes() + features.numpy().tobytes()).digest()
 
 
 def _to_numpy(array: Array) -> np.ndarray:

@@ -95,6 +95,16 @@ def test_pooled_features_refine_the_decider_and_leave_the_featurizer(mnist_test:
     assert metrics is not None and metrics["pooled-clients"] == 2 and metrics["pooled-features"] == 400
 
 
+def test_refinement_does_not_depend_on_node_ids_or_reply_order(mnist_test: ImageDataset) -> None:
+    first, second = strategy(seed=3), strategy(seed=3)
+    client_a = real_features(first, mnist_test.subset(np.arange(200)))
+    client_b = real_features(first, mnist_test.subset(np.arange(200, 400)))
+    first.aggregate_train(1, [reply(1, *client_a), reply(2, *client_b)])
+    second.aggregate_train(1, [reply(9, *client_b), reply(4, *client_a)])
+    for name, tensor in first.split.decider.state_dict().items():
+        torch.testing.assert_close(second.split.decider.state_dict()[name], tensor, rtol=0, atol=0)
+
+
 def bad_replies(good: tuple[np.ndarray, np.ndarray]) -> dict[str, Message]:
     features, labels = good
     nan = features.copy()
