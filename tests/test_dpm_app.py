@@ -63,7 +63,7 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
     assert summary["feature_shape"] == [32, 16, 16]
     privacy = summary["privacy"]
     for name in RECONSTRUCTORS:
-        for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned"):
+        for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned", "ssim_poisoned_stretched"):
             assert f"{name}/{key}" in privacy
     assert {"accuracy_original", "accuracy_poisoned", "accuracy_lambda_zero", "secondary/ssim_with_dpm"} <= set(privacy)
     rows = list(csv.DictReader((folder / "rounds.csv").open()))

@@ -83,16 +83,35 @@ class Reconstructor(nn.Module):
         self.image_size = (image_shape[1], image_shape[2])
         self.clamp = match["clamp"] is not None
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's output at the image's size, before the output normalisation."""
         out = self.head(self.stages(features.float()))
         if out.shape[-2:] != self.image_size:
             out = F.interpolate(out, size=self.image_size, mode="bilinear", align_corners=False)
-        if self.clamp:
-            return (out + 0.5).clamp(0.0, 1.0)
-        flat = out.flatten(1)
-        low = flat.min(dim=1, keepdim=True).values
-        high = flat.max(dim=1, keepdim=True).values
-        return ((flat - low) / (high - low).clamp_min(1e-8)).view_as(out)
+        return out
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Map :meth:`raw` output to [0, 1] images: min-max per image, or a clamp for ``-c``."""
+        return (raw + 0.5).clamp(0.0, 1.0) if self.clamp else stretch(raw, 0.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.raw(features))
+
+
+def stretch(images: torch.Tensor, tail: float) -> torch.Tensor:
+    """Map each image's ``tail`` and ``1 - tail`` quantiles to 0 and 1 and clamp; ``tail`` 0 is min-max.
+
+    Min-max normalisation lets a few extreme pixels squeeze the rest of the image to one
+    grey level, which a DPM can exploit (README, "DPM results"). An attacker is free to
+    normalise a reconstructor's raw output more robustly, e.g. with ``tail`` 0.05.
+    """
+    flat = images.flatten(1)
+    if tail > 0:
+        bounds = torch.quantile(flat, torch.tensor([tail, 1.0 - tail], device=flat.device), dim=1)
+        low, high = bounds[0].unsqueeze(1), bounds[1].unsqueeze(1)
+    else:
+        low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-8)).clamp(0.0, 1.0).view_as(images)
 
 
 def upsampling_factors(feature_size: int, image_size: int, scale: int) -> list[int]:

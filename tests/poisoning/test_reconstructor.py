@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from flwr_privshare.data import ImageDataset
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, Reconstructor, feature_shape, split_model, train_reconstructor
-from flwr_privshare.poisoning.reconstructor import upsampling_factors
+from flwr_privshare.poisoning.dpm import ssim_per_image
+from flwr_privshare.poisoning.reconstructor import stretch, upsampling_factors
 
 
 @pytest.mark.parametrize("name", RECONSTRUCTORS)
@@ -26,6 +28,25 @@ def test_every_reconstructor_maps_features_to_images_in_unit_range(
     if not name.endswith("-c"):  # min-max normalised: every image spans [0, 1]
         torch.testing.assert_close(out.flatten(1).amin(1), torch.zeros(3))
         torch.testing.assert_close(out.flatten(1).amax(1), torch.ones(3))
+
+
+def test_stretch_maps_quantiles_to_the_unit_range_like_numpy() -> None:
+    raw = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    flat = raw.flatten(1).numpy()
+    for tail in (0.0, 0.05):
+        low = np.quantile(flat, tail, axis=1, keepdims=True)
+        high = np.quantile(flat, 1 - tail, axis=1, keepdims=True)
+        expected = np.clip((flat - low) / (high - low), 0, 1).reshape(raw.shape)
+        torch.testing.assert_close(stretch(raw, tail), torch.from_numpy(expected))
+
+
+def test_stretch_sees_through_a_stripe_that_blinds_min_max() -> None:
+    """A few extreme pixels squeeze a min-max normalised image to one grey level; quantiles ignore them."""
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    striped = images.clone()
+    striped[:, :, 0, :] = 50.0
+    assert ssim_per_image(stretch(striped, 0.0), images).max() < 0.1
+    assert ssim_per_image(stretch(striped, 0.05), images).min() > 0.8
 
 
 def test_names_set_blocks_residuals_and_upsampling() -> None:
