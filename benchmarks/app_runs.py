@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from flwr_privshare.launch import RunConfigValue, run_app
 
 SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
+
+
+def app_defaults(app: str) -> dict[str, Any]:
+    """The run config in ``simulations/<app>/pyproject.toml``."""
+    pyproject = tomllib.loads((SIMULATIONS / app / "pyproject.toml").read_text())
+    defaults: dict[str, Any] = pyproject["tool"]["flwr"]["app"]["config"]
+    return defaults
 
 
 def run_summary(

@@ -3,7 +3,8 @@
 Four entities hold 10% / 10% / 10% / 1% of the CIFAR-10 training rows (disjoint, none from
 the public split). They share a featurizer phi1 (a CIFAR CNN trained on the public split,
 cut at ``--hook``); each trains its own DPM against the straw-man reconstructor px2s2 and
-can share ``P(phi1 x)`` with labels. For an entity, a fresh decider phi2 is trained on
+can share ``P(phi1 x)`` with labels. The DPM loss's settings default to the ``dpm_cifar``
+app's (lambda, feature noise, and its DPM epochs over all rounds). For an entity, a fresh decider phi2 is trained on
 
 - its own features only;
 - its own features plus the others' *poisoned* features;
@@ -45,7 +46,7 @@ from flwr_privshare.poisoning import (
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
 from flwr_privshare.train import get_device, train
 
-from .app_runs import command_line
+from .app_runs import app_defaults, command_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENTITIES = {"A": 0.10, "B": 0.10, "C": 0.10, "D": 0.01}
@@ -53,16 +54,17 @@ MODEL = "cifar-cnn"
 
 
 def main() -> None:
+    app = app_defaults("dpm_cifar")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="CIFAR-10 folder (train/test parquet)")
-    parser.add_argument("--hook", default="pool1")
+    parser.add_argument("--hook", default=app["dpm-hook"])
     parser.add_argument("--public-size", type=int, default=5000)
     parser.add_argument("--bootstrap-epochs", type=int, default=5)
     parser.add_argument("--reconstructor-epochs", type=int, default=5)
-    parser.add_argument("--dpm-epochs", type=int, default=2)
+    parser.add_argument("--dpm-epochs", type=int, default=app["dpm-epochs"] * app["num-server-rounds"])
     parser.add_argument("--decider-epochs", type=int, default=10)
-    parser.add_argument("--ssim-weight", type=float, default=1.0)
-    parser.add_argument("--feature-noise", type=float, default=0.0)
+    parser.add_argument("--ssim-weight", type=float, default=app["dpm-lambda"])
+    parser.add_argument("--feature-noise", type=float, default=app["dpm-feature-noise"])
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     started = time.monotonic()
@@ -159,7 +161,8 @@ def main() -> None:
         f"({time.monotonic() - started:.0f} s on {device}).",
         "",
         f"Shared featurizer: {MODEL} trained {args.bootstrap_epochs} epochs on the {args.public_size}-image public "
-        f"split, cut at {args.hook}; a fresh decider trained {args.decider_epochs} epochs per row; "
+        f"split, cut at {args.hook}; each DPM trained {args.dpm_epochs} epochs with lambda {args.ssim_weight:g} and "
+        f"feature noise {args.feature_noise:g}; a fresh decider trained {args.decider_epochs} epochs per row; "
         "accuracy on the original features of the 10,000 test images.",
         "",
         "| entity (share of data) | own data only | own + others' poisoned features | own + others' unpoisoned |",

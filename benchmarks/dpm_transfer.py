@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import statistics
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
 from flwr_privshare.train import get_device
 
-from .app_runs import SIMULATIONS, command_line
+from .app_runs import app_defaults, command_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APP = "dpm_cifar"
@@ -51,8 +50,7 @@ APP = "dpm_cifar"
 
 def app_config(data_dir: Path, test_size: int) -> ExperimentConfig:
     """The ``dpm_cifar`` app's default run config, on the local data folder."""
-    defaults = tomllib.loads((SIMULATIONS / APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    return ExperimentConfig.from_run_config({**defaults, "data-dir": str(data_dir), "test-size": test_size})
+    return ExperimentConfig.from_run_config({**app_defaults(APP), "data-dir": str(data_dir), "test-size": test_size})
 
 
 def parse_setting(text: str) -> tuple[float, float]:
