@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from .evaluation import STRETCH_TAIL
+
 
 def reconstruction_grid(rows: Mapping[str, torch.Tensor]) -> Any:
     """One row of images per entry (``{"original": x, "from original features": ...}``), images in [0, 1]."""
@@ -33,7 +35,7 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     """Three panels, original vs poisoned features: the decider's accuracy, and SSIM and L1 per reconstructor.
 
     The SSIM panel adds the stronger attacker's SSIM from poisoned features, with the
-    reconstructor's output stretched between its 5% and 95% quantiles.
+    reconstructor's output stretched between quantiles (:data:`STRETCH_TAIL`).
     """
     figure, (accuracy_axis, ssim_axis, l1_axis) = plt.subplots(
         1, 3, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 3, 3]}
@@ -45,17 +47,17 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     accuracy_axis.set_ylim(0.0, 1.0)
     accuracy_axis.set_ylabel("decider accuracy")
     positions = range(len(reconstructors))
+    plain = {"original": "from original features", "poisoned": "from poisoned features"}
+    stretched = f"from poisoned features, output stretched {100 * STRETCH_TAIL:g}-{100 * (1 - STRETCH_TAIL):g}%"
     panels = (
-        (ssim_axis, "ssim", "SSIM to the image", ("original", "poisoned", "poisoned_stretched")),
-        (l1_axis, "l1", "L1 to the image", ("original", "poisoned")),
+        (ssim_axis, "ssim", "SSIM to the image", plain | {"poisoned_stretched": stretched}),
+        (l1_axis, "l1", "L1 to the image", plain),
     )
     for axis, metric, label, bars in panels:
         width = 0.8 / len(bars)
-        for index, view in enumerate(bars):
+        for index, (view, legend) in enumerate(bars.items()):
             values = [report[f"{name}/{metric}_{view}"] for name in reconstructors]
             offset = (index - (len(bars) - 1) / 2) * width
-            stretched = view.endswith("_stretched")
-            legend = "from poisoned features, output stretched 5-95%" if stretched else f"from {view} features"
             axis.bar([p + offset for p in positions], values, width, label=legend)
         axis.set_xticks(list(positions), reconstructors)
         axis.set_ylabel(label)

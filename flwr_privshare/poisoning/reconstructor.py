@@ -104,7 +104,12 @@ def stretch(images: torch.Tensor, tail: float) -> torch.Tensor:
     Min-max normalisation lets a few extreme pixels squeeze the rest of the image to one
     grey level, which a DPM can exploit (README, "DPM results"). An attacker is free to
     normalise a reconstructor's raw output more robustly, e.g. with ``tail`` 0.05.
+
+    Raises:
+        ValueError: ``tail`` is not in [0, 0.5).
     """
+    if not 0.0 <= tail < 0.5:
+        raise ValueError(f"tail must be in [0, 0.5), got {tail}")
     flat = images.flatten(1)
     if tail > 0:
         bounds = torch.quantile(flat, torch.tensor([tail, 1.0 - tail], device=flat.device), dim=1)

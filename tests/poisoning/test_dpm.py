@@ -24,6 +24,8 @@ from flwr_privshare.poisoning import (
     train_dpm,
     train_reconstructor,
 )
+from flwr_privshare.poisoning.evaluation import STRETCH_TAIL
+from flwr_privshare.poisoning.reconstructor import stretch
 from flwr_privshare.train import batches
 
 CPU = torch.device("cpu")
@@ -90,6 +92,12 @@ def test_training_with_the_ssim_term_drives_reconstruction_similarity_down(tiny:
     after = evaluate_poisoning(split, dpm, {"px2s2": reconstructor}, data, device=CPU)
     for kind in ("", "_stretched"):  # the identity P hides nothing from either attacker
         assert before[f"px2s2/ssim_poisoned{kind}"] == pytest.approx(before[f"px2s2/ssim_original{kind}"], abs=1e-3)
+    with torch.no_grad():  # the stretched attacker stretches psi's raw output, not its min-max image
+        every_image = data.images.float() / 255
+        features = split.featurizer(every_image).half().float()
+        stretched = ssim_per_image(stretch(reconstructor.raw(features), STRETCH_TAIL), every_image).mean().item()
+    assert before["px2s2/ssim_original_stretched"] == pytest.approx(stretched, abs=1e-4)
+    assert before["px2s2/ssim_original_stretched"] != pytest.approx(before["px2s2/ssim_original"], abs=1e-3)
     assert abs(after["px2s2/ssim_poisoned"]) < 0.5 * abs(before["px2s2/ssim_poisoned"])
     assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in split.decider.parameters())
 

@@ -40,6 +40,12 @@ def test_stretch_maps_quantiles_to_the_unit_range_like_numpy() -> None:
         torch.testing.assert_close(stretch(raw, tail), torch.from_numpy(expected))
 
 
+@pytest.mark.parametrize("tail", [-0.1, 0.5, 0.7])
+def test_stretch_rejects_a_tail_outside_zero_to_one_half(tail: float) -> None:
+    with pytest.raises(ValueError, match=rf"tail must be in \[0, 0.5\), got {tail}"):
+        stretch(torch.rand(1, 3, 4, 4), tail)
+
+
 def test_stretch_sees_through_a_stripe_that_blinds_min_max() -> None:
     """A few extreme pixels squeeze a min-max normalised image to one grey level; quantiles ignore them."""
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
