@@ -43,6 +43,7 @@ from .poisoning import (
     SplitModel,
     evaluate_poisoning,
     feature_shape,
+    reference_ssim,
     split_model,
     train_dpm,
     train_reconstructor,
@@ -170,6 +171,7 @@ def audit(
     report["secondary/ssim_without_dpm"] = report[f"{config.dpm_reconstructor}/ssim_poisoned"]
     report["stand_in_training_ssim"] = training_ssim
     report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
+    report |= {f"reference/ssim_{key}": value for key, value in reference_ssim(test, device=device).items()}
 
     unseen = [name for name in reconstructors if name != config.dpm_reconstructor]
     worst_unseen = max(unseen, key=lambda name: abs(report[f"{name}/ssim_poisoned"]))

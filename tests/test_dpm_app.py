@@ -66,6 +66,7 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
         for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned", "ssim_poisoned_stretched"):
             assert f"{name}/{key}" in privacy
     assert {"accuracy_original", "accuracy_poisoned", "accuracy_lambda_zero", "secondary/ssim_with_dpm"} <= set(privacy)
+    assert 0.0 < privacy["reference/ssim_other_image"] < privacy["reference/ssim_mean_colour"] < 0.3
     rows = list(csv.DictReader((folder / "rounds.csv").open()))
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
     assert rows[-1]["train_pooled-features"] == str(3 * 64) and rows[-1]["train_rejected"] == "0"
@@ -83,6 +84,7 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
     assert float(rows[0]["accuracy"]) == pytest.approx(summary["bootstrap_accuracy"])
     assert summary["final_accuracy"] > summary["bootstrap_accuracy"]  # refinement on pooled features helps
     assert summary["client_failures"] == 0
+    assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(summary["privacy"])
     check_wire(folder, "mnist-cnn", (1, 28, 28))
 
 

@@ -2,7 +2,7 @@
 Visual Disclosure", arXiv 1912.06895): split a classifier, train reconstructors, poison features."""
 
 from .dpm import DPM_BLOCKS, DeepPoisoningModule, DPMTrainingResult, poisoned_features, ssim_per_image, train_dpm
-from .evaluation import evaluate_poisoning
+from .evaluation import evaluate_poisoning, reference_ssim
 from .reconstructor import RECONSTRUCTORS, Reconstructor, train_reconstructor
 from .refine import decider_accuracy, train_decider
 from .split import SplitModel, feature_shape, split_model
@@ -18,6 +18,7 @@ __all__ = [
     "evaluate_poisoning",
     "feature_shape",
     "poisoned_features",
+    "reference_ssim",
     "split_model",
     "ssim_per_image",
     "train_decider",

@@ -4,6 +4,8 @@ The paper's Table 1-3 quantities (Guo et al.): top-1 accuracy of phi2 on phi1 x 
 P(phi1 x), and L1 / SSIM between x and psi(features) for every reconstructor psi. Beside
 the paper's SSIM, a stronger attacker's: the same psi with its raw output stretched
 between the 5% and 95% quantiles instead of min-max normalised (:func:`stretch`).
+:func:`reference_ssim` gives the levels to read them against: what a reconstruction that
+knows nothing about the image, or only its mean colour, scores.
 """
 
 from __future__ import annotations
@@ -61,3 +63,30 @@ def evaluate_poisoning(
                 for key, values in per_image.items():
                     sums[key] = sums.get(key, 0.0) + values.sum().item()
     return {key: value / max(len(data), 1) for key, value in sums.items()}
+
+
+@torch.no_grad()
+def reference_ssim(data: ImageDataset, *, device: torch.device, batch_size: int = 256) -> dict[str, float]:
+    """SSIM levels of reconstructions that know nothing, or only the mean colour, about each image of ``data``.
+
+    ``other_image`` pairs image i with image (i - N // 2) mod N: the SSIM of a reconstructor
+    that returns a plausible but unrelated image, i.e. chance. ``mean_colour`` compares each
+    image with a flat image of its own per-channel mean. SSIM rewards matching luminance
+    in flat regions, so neither is 0: on 32x32 CIFAR-10 they are about 0.05 and 0.14. A
+    reconstruction scoring below ``mean_colour`` tells the attacker less, by SSIM, than the
+    image's average colour would.
+
+    Raises:
+        ValueError: ``data`` has fewer than two images.
+    """
+    count = len(data)
+    if count < 2:
+        raise ValueError(f"reference_ssim needs at least 2 images to pair, got {count}")
+    partners = data.subset(torch.roll(torch.arange(count), count // 2))
+    sums = {"other_image": 0.0, "mean_colour": 0.0}
+    pairs = zip(batches(data, batch_size, device), batches(partners, batch_size, device), strict=True)
+    for (images, _labels), (others, _other_labels) in pairs:
+        flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+        sums["other_image"] += ssim_per_image(others, images).sum().item()
+        sums["mean_colour"] += ssim_per_image(flat, images).sum().item()
+    return {key: value / count for key, value in sums.items()}

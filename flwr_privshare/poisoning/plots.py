@@ -35,7 +35,8 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     """Three panels, original vs poisoned features: the decider's accuracy, and SSIM and L1 per reconstructor.
 
     The SSIM panel adds the stronger attacker's SSIM from poisoned features, with the
-    reconstructor's output stretched between quantiles (:data:`STRETCH_TAIL`).
+    reconstructor's output stretched between quantiles (:data:`STRETCH_TAIL`), and marks
+    the reference levels of :func:`~flwr_privshare.poisoning.evaluation.reference_ssim`.
     """
     figure, (accuracy_axis, ssim_axis, l1_axis) = plt.subplots(
         1, 3, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 3, 3]}
@@ -63,6 +64,12 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
         axis.set_ylabel(label)
         axis.axhline(0.0, color="black", linewidth=0.5)
         axis.grid(alpha=0.3, axis="y")
+    references = (
+        ("other_image", "unrelated image (chance)", ":"),
+        ("mean_colour", "flat image of its mean colour", "--"),
+    )
+    for key, legend, style in references:
+        ssim_axis.axhline(report[f"reference/ssim_{key}"], color="grey", linestyle=style, label=legend)
     ssim_axis.legend()
     figure.tight_layout()
     return figure
