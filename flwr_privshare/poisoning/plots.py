@@ -39,7 +39,7 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     the reference levels of :func:`~flwr_privshare.poisoning.evaluation.reference_ssim`.
     """
     figure, (accuracy_axis, ssim_axis, l1_axis) = plt.subplots(
-        1, 3, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 3, 3]}
+        1, 3, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 3, 3]}
     )
     views = (("original", -0.2), ("poisoned", 0.2))
     for view, offset in views:
@@ -70,6 +70,6 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     )
     for key, legend, style in references:
         ssim_axis.axhline(report[f"reference/ssim_{key}"], color="grey", linestyle=style, label=legend)
-    ssim_axis.legend()
-    figure.tight_layout()
+    figure.legend(*ssim_axis.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize="small")
+    figure.tight_layout(rect=(0.0, 0.12, 1.0, 1.0))
     return figure
