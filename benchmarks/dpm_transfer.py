@@ -38,7 +38,7 @@ from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
 from flwr_privshare.data import load_split, split_public
 from flwr_privshare.dpm_experiment import bootstrap_on_public, train_reconstructors, train_stand_in_dpm
 from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, split_model
+from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, reference_ssim, split_model
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
 from flwr_privshare.train import get_device
 
@@ -160,19 +160,23 @@ def main() -> None:
             print(setting, client, {k: round(v, 3) for k, v in reports[-1].items() if "ssim" in k}, flush=True)
         results[setting] = summarise(reports, controls)
 
+    references = reference_ssim(test, device=device)
     header = (
         f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None})} --settings "
         + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
         + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
         f"cifar-cnn cut at {config.dpm_hook}, {config.dpm_epochs * config.num_server_rounds} DPM epochs per client "
         f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, seed {config.seed}; "
-        f"SSIM on the first {len(test)} test images."
+        f"SSIM on the first {len(test)} test images. For reference, an unrelated test image scores "
+        f"{references['other_image']:.3f} (chance) and a flat image of each image's mean colour "
+        f"{references['mean_colour']:.3f}."
     )
     text = markdown(results, header)
     atomic_write_json(
         RESULTS / "dpm_transfer.json",
         {
             "results": results,
+            "reference_ssim": references,
             "arguments": {k: str(v) for k, v in vars(args).items()},
             "config": config.to_run_config(),
             "versions": package_versions(),
