@@ -18,7 +18,7 @@ import torch
 
 from .data import PARTITIONERS
 from .models import MODEL_NAMES, build_model
-from .poisoning.reconstructor import RECONSTRUCTORS
+from .poisoning.reconstructor import CHECK_RECONSTRUCTORS, RECONSTRUCTORS
 from .train import OPTIMIZERS
 from .visualmixer.mixer import is_power_of_two
 
@@ -79,6 +79,13 @@ class ExperimentConfig:
         dpm_epochs: local DPM training epochs per round.
         dpm_learning_rate: Adam's learning rate for the DPM.
         dpm_shared_samples: poisoned features each client shares per round (0: all).
+        dpm_check_reconstructor: the reconstructor, one of
+            :data:`~flwr_privshare.poisoning.CHECK_RECONSTRUCTORS`, a client checks its DPM with
+            before it shares features ("": no self-check; see
+            :mod:`~flwr_privshare.poisoning.self_check`).
+        dpm_check_threshold: the largest |SSIM| of the check reconstructor on the client's
+            own images at which the client shares its features.
+        dpm_check_draws: DPMs a client draws per round before it withholds its features.
         dpm_bootstrap: how Phi is trained before feature sharing, "server" (on the public
             split) or "fedavg" (plain FedAvg rounds on the clients).
         dpm_bootstrap_epochs: epochs on the public split ("server") or FedAvg rounds ("fedavg").
@@ -123,6 +130,9 @@ class ExperimentConfig:
     dpm_epochs: int = 1
     dpm_learning_rate: float = 1e-3
     dpm_shared_samples: int = 1000
+    dpm_check_reconstructor: str = ""
+    dpm_check_threshold: float = 0.2
+    dpm_check_draws: int = 3
     dpm_bootstrap: str = "server"
     dpm_bootstrap_epochs: int = 5
     reconstructor_epochs: int = 5
@@ -173,6 +183,16 @@ class ExperimentConfig:
             self.dpm_reconstructor,
             f"one of {RECONSTRUCTORS}",
         )
+        _require(
+            self.dpm_check_reconstructor in ("", *CHECK_RECONSTRUCTORS),
+            "dpm-check-reconstructor",
+            self.dpm_check_reconstructor,
+            f"one of {CHECK_RECONSTRUCTORS} or '' (no self-check)",
+        )
+        _require(
+            0 < self.dpm_check_threshold <= 1, "dpm-check-threshold", self.dpm_check_threshold, "a number in (0, 1]"
+        )
+        _require(self.dpm_check_draws > 0, "dpm-check-draws", self.dpm_check_draws, "a positive integer")
         for key in ("public-size", "samples-per-client", "test-size", "oracle-epochs", "dpm-shared-samples"):
             _require(self._get(key) >= 0, key, self._get(key), "a non-negative integer")
         _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a positive number")

@@ -3,13 +3,15 @@
 1. Bootstrap Phi on the public split ("server") or with plain FedAvg rounds ("fedavg").
 2. Train every reconstructor of :data:`~flwr_privshare.poisoning.RECONSTRUCTORS` on the
    public split (L1 on ``(phi1 z, z)``): ``dpm-reconstructor`` is the straw man the clients'
-   DPMs train against, the rest are unseen attackers.
+   DPMs train against, the rest are unseen attackers. With ``dpm-check-reconstructor``,
+   also the clients' check reconstructor (outside the audited family).
 3. :class:`~flwr_privshare.strategies.FeatureSharing` rounds: clients share poisoned
-   features, the server refines phi2; test accuracy is recorded every round.
+   features (after their self-check, if any), the server refines phi2; test accuracy is
+   recorded every round.
 4. Audit on the test set. The clients' DPMs never leave them, so the experimenter trains a
    stand-in DPM with the clients' own procedure (:func:`train_dpm`, same settings, as many
-   epochs as a client that took part in every round) on partition 0's data, and measures
-   with it: phi2's accuracy on original vs poisoned features (and on the features of the
+   epochs as a client that took part in every round, the same self-check) on partition 0's
+   data, and measures with it: phi2's accuracy on original vs poisoned features (and on the features of the
    same P trained with lambda = 0, the control that isolates what poisoning costs), L1 / SSIM of every
    reconstructor from original vs poisoned features, sample reconstructions, and the
    secondary attack of someone who holds the DPM and trains a reconstructor on
@@ -38,13 +40,17 @@ from .data import ImageDataset, load_split, split_public
 from .models import ImageClassifier, build_model, model_name_for
 from .poisoning import (
     RECONSTRUCTORS,
+    CheckedDPM,
     DeepPoisoningModule,
+    DPMTrainingResult,
     Reconstructor,
+    SelfCheck,
     SplitModel,
     evaluate_poisoning,
     feature_shape,
     reference_ssim,
     split_model,
+    train_checked_dpm,
     train_dpm,
     train_reconstructor,
 )
@@ -86,21 +92,35 @@ def train_reconstructors(
     config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
 ) -> dict[str, Reconstructor]:
     """Every reconstructor, trained with L1 on the public split only."""
-    reconstructors = {}
-    for name in RECONSTRUCTORS:
-        with seeded(derive_seed(config.seed, "reconstructor-init", name)):
-            reconstructor = Reconstructor(name, shape, public.image_shape)
-        l1 = train_reconstructor(
-            reconstructor,
-            split.featurizer,
-            public,
-            epochs=config.reconstructor_epochs,
-            device=get_device(),
-            generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", name)),
-        )
-        reconstructors[name] = reconstructor
-        log(INFO, "reconstructor %s trained on the public split: L1 %.4f", name, l1)
-    return reconstructors
+    return {name: train_public_reconstructor(config, name, split, public, shape) for name in RECONSTRUCTORS}
+
+
+def train_public_reconstructor(
+    config: ExperimentConfig, name: str, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
+) -> Reconstructor:
+    """Reconstructor ``name``, trained with L1 on the public split, from seeds of its own."""
+    with seeded(derive_seed(config.seed, "reconstructor-init", name)):
+        reconstructor = Reconstructor(name, shape, public.image_shape)
+    l1 = train_reconstructor(
+        reconstructor,
+        split.featurizer,
+        public,
+        epochs=config.reconstructor_epochs,
+        device=get_device(),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", name)),
+    )
+    log(INFO, "reconstructor %s trained on the public split: L1 %.4f", name, l1)
+    return reconstructor
+
+
+def self_check_for(
+    config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
+) -> SelfCheck | None:
+    """The clients' self-check of ``config`` with its checker trained on the public split, or None when off."""
+    if not config.dpm_check_reconstructor:
+        return None
+    checker = train_public_reconstructor(config, config.dpm_check_reconstructor, split, public, shape)
+    return SelfCheck(checker, config.dpm_check_threshold, config.dpm_check_draws)
 
 
 def train_stand_in_dpm(
@@ -110,30 +130,37 @@ def train_stand_in_dpm(
     data: ImageDataset,
     *,
     ssim_weight: float,
+    self_check: SelfCheck | None = None,
     stream: tuple[object, ...] = (),
-) -> tuple[DeepPoisoningModule, float]:
+) -> CheckedDPM:
     """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in every round.
 
-    Returns the DPM and the straw man's mean SSIM in its last epoch. ``stream`` extends the
-    seed labels, for several stand-ins from one run seed (the audit uses none).
+    With ``self_check``, a draw that fails the check is replaced by a fresh one, as a client
+    does. ``stream`` extends the seed labels, for several stand-ins from one run seed (the
+    audit uses none).
     """
     shape = feature_shape(split.featurizer, data.image_shape)
-    with seeded(derive_seed(config.seed, "audit-dpm-init", *stream)):
-        dpm = DeepPoisoningModule(shape[0])
-    training = train_dpm(
-        dpm,
-        split,
-        straw_man,
-        data,
-        ssim_weight=ssim_weight,
-        feature_noise=config.dpm_feature_noise,
-        epochs=config.dpm_epochs * config.num_server_rounds,
-        batch_size=config.batch_size,
-        learning_rate=config.dpm_learning_rate,
-        device=get_device(),
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm", *stream)),
-    )
-    return dpm, training.ssim
+
+    def train_draw(draw: int) -> tuple[DeepPoisoningModule, DPMTrainingResult]:
+        labels = (*stream, "redraw", draw) if draw else stream
+        with seeded(derive_seed(config.seed, "audit-dpm-init", *labels)):
+            dpm = DeepPoisoningModule(shape[0])
+        training = train_dpm(
+            dpm,
+            split,
+            straw_man,
+            data,
+            ssim_weight=ssim_weight,
+            feature_noise=config.dpm_feature_noise,
+            epochs=config.dpm_epochs * config.num_server_rounds,
+            batch_size=config.batch_size,
+            learning_rate=config.dpm_learning_rate,
+            device=get_device(),
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, "audit-dpm", *labels)),
+        )
+        return dpm, training
+
+    return train_checked_dpm(train_draw, split, self_check, data, device=get_device())
 
 
 def audit(
@@ -143,16 +170,23 @@ def audit(
     stand_in_data: ImageDataset,
     public: ImageDataset,
     test: ImageDataset,
+    self_check: SelfCheck | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The stand-in DPM's report on the test set, and the images of the sample figure."""
+    """The stand-in DPM's report on the test set, and the images of the sample figure.
+
+    The stand-in passes the clients' ``self_check`` as a client's DPM must before it shares.
+    """
     device = get_device()
     shape = feature_shape(split.featurizer, test.image_shape)
     straw_man = reconstructors[config.dpm_reconstructor]
 
-    dpm, training_ssim = train_stand_in_dpm(config, split, straw_man, stand_in_data, ssim_weight=config.dpm_lambda)
+    stand_in = train_stand_in_dpm(
+        config, split, straw_man, stand_in_data, ssim_weight=config.dpm_lambda, self_check=self_check
+    )
+    dpm = stand_in.dpm
     # Control for the equivalence check: the same P trained on the same data with lambda = 0
     # separates what poisoning costs from what fine-tuning P on the client's data gains.
-    control, _ = train_stand_in_dpm(config, split, straw_man, stand_in_data, ssim_weight=0.0)
+    control = train_stand_in_dpm(config, split, straw_man, stand_in_data, ssim_weight=0.0).dpm
     # Secondary attack: whoever holds P trains a reconstructor on (P(phi1 z), z) for public z.
     with seeded(derive_seed(config.seed, "secondary-attack-init")):
         with_dpm = Reconstructor(config.dpm_reconstructor, shape, test.image_shape)
@@ -169,7 +203,11 @@ def audit(
     report["secondary/l1_with_dpm"] = secondary["with-dpm/l1_poisoned"]
     report["secondary/ssim_with_dpm"] = secondary["with-dpm/ssim_poisoned"]
     report["secondary/ssim_without_dpm"] = report[f"{config.dpm_reconstructor}/ssim_poisoned"]
-    report["stand_in_training_ssim"] = training_ssim
+    report["stand_in_training_ssim"] = stand_in.training.ssim
+    report["stand_in_draws"] = stand_in.draws
+    if self_check is not None:
+        report["stand_in_check_ssim"] = stand_in.check_ssim
+        report["stand_in_check_passed"] = float(stand_in.passed)
     report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
     report |= {f"reference/ssim_{key}": value for key, value in reference_ssim(test, device=device).items()}
 
@@ -223,6 +261,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
         split = split_model(model, config.dpm_hook)
         shape = feature_shape(split.featurizer, test.image_shape)
         reconstructors = train_reconstructors(config, split, public, shape)
+        self_check = self_check_for(config, split, public, shape)
         strategy = FeatureSharing(
             model_name,
             config.dpm_hook,
@@ -233,6 +272,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             feature_noise=config.dpm_feature_noise,
             dpm_epochs=config.dpm_epochs,
             shared_samples=config.dpm_shared_samples,
+            self_check=self_check,
             refine_epochs=config.refine_epochs,
             fraction_train=config.fraction_train,
             seed=derive_seed(config.seed, "refine"),
@@ -249,7 +289,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
         final = dict(result.evaluate_metrics_serverapp[config.num_server_rounds])
         stand_in = client_partition(config, 0, num_clients)
         log(INFO, "audit: training the stand-in DPM and the secondary attack")
-        report, samples = audit(config, split, reconstructors, stand_in, public, test)
+        report, samples = audit(config, split, reconstructors, stand_in, public, test, self_check)
         log(INFO, "audit: %s", {key: round(value, 4) for key, value in report.items()})
         folder.save_figure("reconstructions", reconstruction_grid(samples))
         folder.save_figure("audit", audit_bars(report, list(RECONSTRUCTORS)))
@@ -271,6 +311,15 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             "wall_time_s": round(time.monotonic() - started, 2),
             "privacy": {
                 "straw_man": config.dpm_reconstructor,
+                "self_check": (
+                    {
+                        "checker": config.dpm_check_reconstructor,
+                        "threshold": config.dpm_check_threshold,
+                        "draws": config.dpm_check_draws,
+                    }
+                    if self_check
+                    else None
+                ),
                 "unseen_reconstructors": [name for name in RECONSTRUCTORS if name != config.dpm_reconstructor],
                 "audit": "stand-in DPM trained with the clients' procedure on partition 0, measured on the test set",
                 **report,

@@ -5,21 +5,43 @@ trains its own DPM P against them (Eq. 3), keeps P in ``context.state`` so later
 continue from it, and replies with ``P(phi1 x)`` in float16 and the labels of a seeded
 sample of its partition. Neither its images nor P (weights, optimizer, seed) are in the
 reply.
+
+When the server also sends a check reconstructor, the client checks P on its own images
+before it shares (:mod:`~flwr_privshare.poisoning.self_check`): a P that fails is replaced by
+a fresh draw, and if every draw fails the client replies with an error and shares nothing.
 """
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
-from flwr_privshare.strategies.feature_sharing import FEATURES_KEY, RECONSTRUCTOR_KEY, TASK
+from flwr_privshare.strategies.feature_sharing import (
+    CHECK_RECONSTRUCTOR_KEY,
+    FEATURES_KEY,
+    RECONSTRUCTOR_KEY,
+    SELF_CHECK_FAILED,
+    TASK,
+)
 
 from .clients import client_partition, train_handler
 from .config import ExperimentConfig, derive_seed, seeded
 from .models import build_model
-from .poisoning import DeepPoisoningModule, Reconstructor, feature_shape, poisoned_features, split_model, train_dpm
+from .poisoning import (
+    DeepPoisoningModule,
+    DPMTrainingResult,
+    Reconstructor,
+    SelfCheck,
+    SplitModel,
+    feature_shape,
+    poisoned_features,
+    split_model,
+    train_checked_dpm,
+    train_dpm,
+)
 from .train import get_device
 
 DPM_STATE_KEY = "deep-poisoning-module"
@@ -38,29 +60,46 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
     reconstructor = Reconstructor(str(settings["reconstructor"]), shape, data.image_shape)
     reconstructor.load_state_dict(msg.content.array_records[RECONSTRUCTOR_KEY].to_torch_state_dict())
 
-    with seeded(derive_seed(config.seed, "dpm-init", partition_id)):
-        dpm = DeepPoisoningModule(shape[0])
     stored = context.state.array_records.get(DPM_STATE_KEY)
-    if stored is not None:
-        dpm.load_state_dict(stored.to_torch_state_dict())
     server_round = cast(int, settings["server-round"])
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "dpm", partition_id, server_round))
     device = get_device()
-    result = train_dpm(
-        dpm,
-        split,
-        reconstructor,
-        data,
-        ssim_weight=float(cast(float, settings["ssim-weight"])),
-        epochs=int(cast(int, settings["dpm-epochs"])),
-        feature_noise=float(cast(float, settings["feature-noise"])),
-        batch_size=config.batch_size,
-        learning_rate=config.dpm_learning_rate,
-        device=device,
-        generator=generator,
-    )
-    context.state[DPM_STATE_KEY] = ArrayRecord(dpm.cpu().state_dict())
 
+    def train_draw(draw: int) -> tuple[DeepPoisoningModule, DPMTrainingResult]:
+        # Draw 0 continues the stored P; a redraw starts fresh from a seed of its own.
+        redraw = ("redraw", server_round, draw) if draw else ()
+        with seeded(derive_seed(config.seed, "dpm-init", partition_id, *redraw)):
+            dpm = DeepPoisoningModule(shape[0])
+        if stored is not None and not draw:
+            dpm.load_state_dict(stored.to_torch_state_dict())
+        result = train_dpm(
+            dpm,
+            split,
+            reconstructor,
+            data,
+            ssim_weight=float(cast(float, settings["ssim-weight"])),
+            epochs=int(cast(int, settings["dpm-epochs"])),
+            feature_noise=float(cast(float, settings["feature-noise"])),
+            batch_size=config.batch_size,
+            learning_rate=config.dpm_learning_rate,
+            device=device,
+            generator=torch.Generator().manual_seed(
+                derive_seed(config.seed, "dpm", partition_id, server_round, *redraw)
+            ),
+        )
+        return dpm, result
+
+    self_check = received_self_check(msg, settings, split, data.image_shape)
+    checked = train_checked_dpm(train_draw, split, self_check, data, device=device)
+    dpm, result = checked.dpm, checked.training
+    context.state[DPM_STATE_KEY] = ArrayRecord(dpm.cpu().state_dict())
+    if self_check is not None and not checked.passed:
+        reason = (
+            f"DPM self-check failed on all {checked.draws} draws (last |SSIM| {abs(checked.check_ssim):.3f} > "
+            f"{self_check.threshold}); no features shared this round"
+        )
+        return Message(Error(SELF_CHECK_FAILED, reason), reply_to=msg)
+
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "dpm-share", partition_id, server_round))
     count = int(cast(int, settings["shared-samples"])) or len(data)
     shared = data.subset(torch.randperm(len(data), generator=generator)[: min(count, len(data))])
     features = poisoned_features(split.featurizer, dpm, shared, device=device)
@@ -70,9 +109,25 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
             "num-examples": len(shared),
             "dpm-cross-entropy": result.cross_entropy,
             "dpm-ssim": result.ssim,  # SSIM(psi(P(phi1 x)), x) on this client's own images
+            "dpm-draws": checked.draws,
+            **({} if math.isnan(checked.check_ssim) else {"dpm-check-ssim": checked.check_ssim}),
         }
     )
     return Message(content=RecordDict({FEATURES_KEY: payload, "metrics": metrics}), reply_to=msg)
+
+
+def received_self_check(
+    msg: Message, settings: ConfigRecord, split: SplitModel, image_shape: tuple[int, int, int]
+) -> SelfCheck | None:
+    """The self-check the server asks for (checker weights and settings), or None."""
+    record = msg.content.array_records.get(CHECK_RECONSTRUCTOR_KEY)
+    if record is None:
+        return None
+    checker = Reconstructor(
+        str(settings["check-reconstructor"]), feature_shape(split.featurizer, image_shape), image_shape
+    )
+    checker.load_state_dict(record.to_torch_state_dict())
+    return SelfCheck(checker, float(cast(float, settings["check-threshold"])), int(cast(int, settings["check-draws"])))
 
 
 def dpm_app_train(msg: Message, context: Context) -> Message:

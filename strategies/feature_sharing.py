@@ -1,11 +1,16 @@
 """Feature-sharing refinement with Deep Poisoning Modules (Guo et al., arXiv 1912.06895, §4).
 
-Each round the server broadcasts the classifier Phi = phi2 o phi1 (split at a hook point)
-and the reconstructor psi; every sampled client trains (or continues) its private DPM P
-against them and replies with poisoned features ``P(phi1 x)`` (float16) and their labels,
-never images and never P. The server keeps the latest features of every client, pools
-them and refines the decider phi2 on the pool with cross-entropy; phi1 stays fixed, so
-every client's poisoned features keep their meaning.
+Each round the server broadcasts the classifier Phi = phi2 o phi1 (split at a hook point),
+the reconstructor psi and, optionally, a check reconstructor; every sampled client trains
+(or continues) its private DPM P against them and replies with poisoned features
+``P(phi1 x)`` (float16) and their labels, never images and never P. With a check
+reconstructor, a client whose P fails its self-check
+(:mod:`~flwr_privshare.poisoning.self_check`) on every draw replies with an error instead,
+which Flower and :class:`~flwr_privshare.strategies.Recorded` count as a failure.
+
+The server keeps the latest features of every client, pools them and refines the decider
+phi2 on the pool with cross-entropy; phi1 stays fixed, so every client's poisoned features
+keep their meaning.
 
 Replies are validated before they are pooled: a reply whose features do not have the
 featurizer's shape, whose dtype is not a float, whose values are not finite or whose
@@ -34,11 +39,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import Reconstructor, feature_shape, split_model
+from flwr_privshare.poisoning import Reconstructor, SelfCheck, feature_shape, split_model
 from flwr_privshare.poisoning.refine import train_decider
 
 FEATURES_KEY = "features"
 RECONSTRUCTOR_KEY = "reconstructor"
+CHECK_RECONSTRUCTOR_KEY = "check-reconstructor"
+SELF_CHECK_FAILED = 1  # the error code of a client's reply withheld because no DPM draw passed its self-check
+CLIENT_METRICS = ("dpm-ssim", "dpm-check-ssim", "dpm-draws")
 TASK = "feature-sharing"
 
 
@@ -73,6 +81,9 @@ class FeatureSharing(FedAvg):
         Local DPM training epochs per round.
     shared_samples : int (default: 1000)
         Features each client shares per round (0: all of its data).
+    self_check : SelfCheck | None (default: None)
+        The check reconstructor (trained on public data), threshold and draws a client's
+        self-check uses; None: clients share without checking (the paper's protocol).
     refine_epochs : int (default: 1)
         Epochs of decider refinement on the pool per round.
     refine_batch_size : int (default: 64)
@@ -96,6 +107,7 @@ class FeatureSharing(FedAvg):
         feature_noise: float = 0.0,
         dpm_epochs: int = 1,
         shared_samples: int = 1000,
+        self_check: SelfCheck | None = None,
         refine_epochs: int = 1,
         refine_batch_size: int = 64,
         refine_learning_rate: float = 1e-3,
@@ -126,6 +138,7 @@ class FeatureSharing(FedAvg):
         self.reconstructor = reconstructor
         self.ssim_weight, self.dpm_epochs, self.shared_samples = ssim_weight, dpm_epochs, shared_samples
         self.feature_noise = feature_noise
+        self.self_check = self_check
         self.refine_epochs, self.refine_batch_size = refine_epochs, refine_batch_size
         self.refine_learning_rate = refine_learning_rate
         self.generator = torch.Generator().manual_seed(seed)
@@ -141,17 +154,18 @@ class FeatureSharing(FedAvg):
         """Log the strategy's settings."""
         log(
             INFO,
-            "\t%r: lambda=%s, feature_noise=%s, shared_samples=%s",
+            "\t%r: lambda=%s, feature_noise=%s, shared_samples=%s, self_check=%s",
             self,
             self.ssim_weight,
             self.feature_noise,
             self.shared_samples,
+            self._check_settings() or "off",
         )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's sampling and messages, plus psi's weights and the DPM settings.
+        """FedAvg's sampling and messages, plus psi's (and the checker's) weights and the DPM settings.
 
         ``arrays`` (the current Phi) is also loaded into the server's copy, which the
         refinement then trains.
@@ -168,25 +182,49 @@ class FeatureSharing(FedAvg):
                 "feature-noise": self.feature_noise,
                 "dpm-epochs": self.dpm_epochs,
                 "shared-samples": self.shared_samples,
+                **self._check_settings(),
             }
         )
         messages = list(super().configure_train(server_round, arrays, config, grid))
         reconstructor = ArrayRecord(self.reconstructor.state_dict())
+        checker = ArrayRecord(self.self_check.checker.state_dict()) if self.self_check else None
         for message in messages:
             message.content[RECONSTRUCTOR_KEY] = reconstructor
+            if checker is not None:
+                message.content[CHECK_RECONSTRUCTOR_KEY] = checker
         return messages
+
+    def _check_settings(self) -> dict[str, str | float | int]:
+        """The self-check's settings for the clients' config (none when there is no self-check)."""
+        if self.self_check is None:
+            return {}
+        return {
+            "check-reconstructor": self.self_check.checker.name,
+            "check-threshold": self.self_check.threshold,
+            "check-draws": self.self_check.draws,
+        }
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Pool every valid reply's features (replacing that client's earlier ones) and refine phi2 on the pool."""
-        accepted, rejected = 0, 0
+        """Pool every valid reply's features (replacing that client's earlier ones) and refine phi2 on the pool.
+
+        The round's metrics count accepted, rejected and withheld replies (a client whose DPM
+        failed its self-check) and average the accepted clients' :data:`CLIENT_METRICS`.
+        """
+        accepted, rejected, withheld = 0, 0, 0
+        client_metrics: dict[str, list[float]] = {}
         for reply in replies:
             if reply.has_error():
+                withheld += reply.error.code == SELF_CHECK_FAILED
                 continue  # Flower logged it; Recorded counts it
             try:
                 self.pool[reply.metadata.src_node_id] = self.parse_reply(reply)
                 accepted += 1
+                reported = reply.content.metric_records.get("metrics", MetricRecord())
+                for key in CLIENT_METRICS:
+                    if isinstance(reported.get(key), (int, float)):
+                        client_metrics.setdefault(key, []).append(float(cast(float, reported[key])))
             except InvalidReplyError as error:
                 rejected += 1
                 log(
@@ -197,7 +235,15 @@ class FeatureSharing(FedAvg):
                     error,
                 )
         self.rejected[server_round] = rejected
-        metrics = MetricRecord({"accepted": accepted, "rejected": rejected, "pooled-clients": len(self.pool)})
+        metrics = MetricRecord(
+            {
+                "accepted": accepted,
+                "rejected": rejected,
+                "withheld": withheld,
+                "pooled-clients": len(self.pool),
+                **{key: sum(values) / len(values) for key, values in client_metrics.items()},
+            }
+        )
         if not self.pool:
             return None, metrics
         # Node ids and reply order change from run to run; pooling in content order keeps

@@ -36,6 +36,13 @@ SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
         ({"dp-clipping": "both"}, "'dp-clipping' is 'both'; it must be one of"),
         ({"dpm-lambda": -1.0}, "'dpm-lambda' is -1.0; it must be a non-negative number"),
         ({"dpm-feature-noise": -0.3}, "'dpm-feature-noise' is -0.3; it must be a non-negative number"),
+        (
+            {"dpm-check-reconstructor": "rx4s2"},  # audited as unseen, so it cannot also be the clients' check
+            r"'dpm-check-reconstructor' is 'rx4s2'; it must be one of \('rx3s2',\) or '' \(no self-check\)",
+        ),
+        ({"dpm-check-threshold": 0.0}, r"'dpm-check-threshold' is 0.0; it must be a number in \(0, 1\]"),
+        ({"dpm-check-threshold": 1.5}, r"'dpm-check-threshold' is 1.5; it must be a number in \(0, 1\]"),
+        ({"dpm-check-draws": 0}, "'dpm-check-draws' is 0; it must be a positive integer"),
         ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),
         ({"num-server-rounds": 0}, "'num-server-rounds' is 0; it must be a positive integer"),
         ({"local-epochs": -1}, "'local-epochs' is -1; it must be a positive integer"),
@@ -72,6 +79,7 @@ def test_window_larger_than_the_image_is_rejected() -> None:
                 "num-server-rounds": 3,
                 "dpm-lambda": 5.0,
                 "dpm-feature-noise": 0.3,
+                "dpm-check-reconstructor": "rx3s2",
             },
         ),
     ],

@@ -21,6 +21,9 @@ SMALL = {
     "dpm-shared-samples": 64,
     "dpm-bootstrap-epochs": 1,
     "reconstructor-epochs": 1,
+    # Passes every DPM: 1-epoch reconstructors on 400 images make the check's value arbitrary;
+    # the self-check's decisions are tested in tests/poisoning/test_self_check.py and tests/test_wire_dpm.py.
+    "dpm-check-threshold": 1.0,
 }
 
 
@@ -85,6 +88,11 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
     assert summary["final_accuracy"] > summary["bootstrap_accuracy"]  # refinement on pooled features helps
     assert summary["client_failures"] == 0
     assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(summary["privacy"])
+    # The app's self-check ran: the checker was trained and sent, clients and the stand-in checked their DPMs.
+    assert summary["privacy"]["self_check"] == {"checker": "rx3s2", "threshold": 1.0, "draws": 3}
+    assert summary["privacy"]["stand_in_draws"] == 1 and summary["privacy"]["stand_in_check_passed"] == 1.0
+    assert all(-1.0 <= float(row["train_dpm-check-ssim"]) <= 1.0 for row in rows[1:])
+    assert all(float(row["train_dpm-draws"]) == 1.0 and row["train_withheld"] == "0" for row in rows[1:])
     check_wire(folder, "mnist-cnn", (1, 28, 28))
 
 

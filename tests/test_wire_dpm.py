@@ -19,19 +19,22 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr_privshare.data import load_split
 from flwr_privshare.feature_sharing_client import DPM_STATE_KEY, feature_sharing_handler
 from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor
+from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor, SelfCheck
 from flwr_privshare.strategies import FeatureSharing
+from flwr_privshare.strategies.feature_sharing import SELF_CHECK_FAILED
 
 from .strategies.test_dp_fedavg import FakeGrid
 
 
-def dpm_round(data_root: Path, server_round: int, state: RecordDict) -> tuple[Message, Context]:
+def dpm_round(
+    data_root: Path, server_round: int, state: RecordDict, self_check: SelfCheck | None = None
+) -> tuple[Message, Context]:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # the server builds the message
     torch.manual_seed(0)
     model = build_model("mnist-cnn")
     sharing = FeatureSharing(
         "mnist-cnn", "pool1", Reconstructor("px2s2", (16, 14, 14), (1, 28, 28)),
-        image_shape=(1, 28, 28), num_classes=10, shared_samples=32,
+        image_shape=(1, 28, 28), num_classes=10, shared_samples=32, self_check=self_check,
     )  # fmt: skip
     (message,) = sharing.configure_train(
         server_round, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
@@ -58,7 +61,7 @@ def test_reply_holds_poisoned_features_and_labels_only(data_root: Path) -> None:
     assert features.shape == (32, 16, 14, 14) and features.dtype == np.float16
     assert labels.shape == (32,) and labels.dtype == np.int64
     metrics = dict(content.metric_records["metrics"])
-    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim"}
+    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim", "dpm-draws"}
 
     # The DPM stays in the client's state and nothing in the reply can stand in for it.
     kept = context.state.array_records[DPM_STATE_KEY]
@@ -89,3 +92,27 @@ def test_the_dpm_persists_across_rounds_in_the_client_state(data_root: Path) -> 
     _, without_history = dpm_round(data_root, 2, RecordDict())
     restarted = without_history.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
     assert any(not torch.equal(second[k], restarted[k]) for k in second)
+
+
+def checker() -> Reconstructor:
+    torch.manual_seed(1)
+    return Reconstructor("rx3s2", (16, 14, 14), (1, 28, 28))
+
+
+def test_a_client_that_passes_its_self_check_shares_and_reports_the_check(data_root: Path) -> None:
+    reply, _ = dpm_round(data_root, 1, RecordDict(), SelfCheck(checker(), threshold=1.0, draws=3))
+    assert set(reply.content.keys()) == {"features", "metrics"}
+    assert set(reply.content.array_records["features"]) == {"features", "labels"}  # no checker weights come back
+    metrics = dict(reply.content.metric_records["metrics"])
+    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim", "dpm-draws", "dpm-check-ssim"}
+    assert metrics["dpm-draws"] == 1 and -1.0 <= cast(float, metrics["dpm-check-ssim"]) <= 1.0
+
+
+def test_a_client_whose_every_draw_fails_the_self_check_shares_nothing(data_root: Path) -> None:
+    # |SSIM| <= 1e-9 cannot hold for any real P, so all three draws fail.
+    reply, context = dpm_round(data_root, 1, RecordDict(), SelfCheck(checker(), threshold=1e-9, draws=3))
+    assert reply.has_error() and not reply.has_content()
+    assert reply.error.code == SELF_CHECK_FAILED
+    assert "self-check failed on all 3 draws" in cast(str, reply.error.reason)
+    # The client keeps its last draw and trains it on next round; it never left the client.
+    DeepPoisoningModule(16).load_state_dict(context.state.array_records[DPM_STATE_KEY].to_torch_state_dict())

@@ -9,9 +9,11 @@ A name reads ``{p|r}x{blocks}s{scale}[-c]``:
 - head Conv1x1-BN-ReLU-Conv1x1 to the image's channels, then min-max normalisation of
   each image to [0, 1]; ``-c`` clamps to [0, 1] instead.
 
-``px2s2`` is the attacker's straw man the DPM trains against; the others are unseen by
-the DPM and test whether the poisoning generalises. All are trained with L1 on
-``(phi1(z), z)`` pairs from the public split only (:func:`train_reconstructor`).
+``px2s2`` is the attacker's straw man the DPM trains against; the others of
+:data:`RECONSTRUCTORS` are unseen by the DPM and test whether the poisoning generalises.
+:data:`CHECK_RECONSTRUCTORS` are outside that audited family: a client checks its DPM with
+one before it shares anything (:mod:`~flwr_privshare.poisoning.self_check`). All are
+trained with L1 on ``(phi1(z), z)`` pairs from the public split only (:func:`train_reconstructor`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..data import ImageDataset
 from ..train import batches
 
 RECONSTRUCTORS = ("px2s2", "px4s2", "rx2s2", "rx4s2", "rx4s4", "rx2s2-c")
+CHECK_RECONSTRUCTORS = ("rx3s2",)
 _NAME = re.compile(r"^(?P<kind>[pr])x(?P<blocks>\d+)s(?P<scale>\d+)(?P<clamp>-c)?$")
 
 
@@ -54,15 +57,15 @@ class Reconstructor(nn.Module):
     """psi: features ``(C, h, w)`` -> images ``(image C, H, W)`` in [0, 1]; see the module docstring.
 
     Args:
-        name: one of :data:`RECONSTRUCTORS`.
+        name: one of :data:`RECONSTRUCTORS` or :data:`CHECK_RECONSTRUCTORS`.
         feature_shape: ``(C, h, w)`` of the featurizer's output.
         image_shape: ``(C, H, W)`` of the images.
     """
 
     def __init__(self, name: str, feature_shape: tuple[int, int, int], image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        if name not in RECONSTRUCTORS:
-            raise ValueError(f"reconstructor must be one of {RECONSTRUCTORS}, got {name!r}")
+        if name not in RECONSTRUCTORS + CHECK_RECONSTRUCTORS:
+            raise ValueError(f"reconstructor must be one of {RECONSTRUCTORS + CHECK_RECONSTRUCTORS}, got {name!r}")
         match = _NAME.match(name)
         assert match is not None
         channels = feature_shape[0]

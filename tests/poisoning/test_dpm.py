@@ -195,7 +195,7 @@ def test_stand_in_dpms_are_reproducible_and_each_stream_is_its_own(tiny: Tiny) -
     config = ExperimentConfig(num_server_rounds=1, dpm_epochs=1, batch_size=32)
 
     def weights(stream: tuple[object, ...]) -> torch.Tensor:
-        dpm, _ = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, stream=stream)
+        dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, stream=stream).dpm
         return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
 
     audit = weights(())

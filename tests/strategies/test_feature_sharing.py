@@ -7,14 +7,19 @@ from typing import cast
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from flwr_privshare.data import ImageDataset
 from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import Reconstructor, poisoned_features
+from flwr_privshare.poisoning import Reconstructor, SelfCheck, poisoned_features
 from flwr_privshare.strategies import FeatureSharing
-from flwr_privshare.strategies.feature_sharing import FEATURES_KEY, RECONSTRUCTOR_KEY
+from flwr_privshare.strategies.feature_sharing import (
+    CHECK_RECONSTRUCTOR_KEY,
+    FEATURES_KEY,
+    RECONSTRUCTOR_KEY,
+    SELF_CHECK_FAILED,
+)
 
 from .test_dp_fedavg import FakeGrid
 
@@ -27,11 +32,13 @@ def strategy(**overrides: object) -> FeatureSharing:
     return FeatureSharing("mnist-cnn", "pool1", Reconstructor("px2s2", SHAPE, (1, 28, 28)), **settings)  # type: ignore[arg-type]
 
 
-def reply(node: int, features: np.ndarray, labels: np.ndarray, **extra: Array) -> Message:
+def reply(
+    node: int, features: np.ndarray, labels: np.ndarray, metrics: dict[str, float] | None = None, **extra: Array
+) -> Message:
     instruction = Message(content=RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
     record = ArrayRecord({"features": Array(features), "labels": Array(labels), **extra})
-    content = RecordDict({FEATURES_KEY: record, "metrics": MetricRecord({"num-examples": len(labels)})})
-    return Message(content=content, reply_to=instruction)
+    reported = MetricRecord({"num-examples": len(labels), **(metrics or {})})
+    return Message(content=RecordDict({FEATURES_KEY: record, "metrics": reported}), reply_to=instruction)
 
 
 def real_features(sharing: FeatureSharing, data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -161,3 +168,37 @@ def test_bad_settings_are_rejected() -> None:
         )
     with pytest.raises(ValueError, match="shared_samples must be >= 0"):
         strategy(shared_samples=-5)
+
+
+def test_with_a_self_check_the_checker_and_its_settings_are_sent() -> None:
+    torch.manual_seed(3)
+    checker = Reconstructor("rx3s2", SHAPE, (1, 28, 28))
+    sharing = strategy(self_check=SelfCheck(checker, threshold=0.2, draws=3))
+    (message,) = sharing.configure_train(
+        1, ArrayRecord(build_model("mnist-cnn").state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
+    )
+    assert set(message.content.array_records) == {"arrays", RECONSTRUCTOR_KEY, CHECK_RECONSTRUCTOR_KEY}
+    sent = message.content[CHECK_RECONSTRUCTOR_KEY].to_torch_state_dict()
+    for name, tensor in checker.state_dict().items():
+        torch.testing.assert_close(sent[name], tensor)
+    config = message.content.config_records["config"]
+    assert (config["check-reconstructor"], config["check-threshold"], config["check-draws"]) == ("rx3s2", 0.2, 3)
+
+
+def test_withheld_replies_are_counted_and_client_metrics_averaged(mnist_test: ImageDataset) -> None:
+    sharing = strategy(refine_epochs=1)
+    good = real_features(sharing, mnist_test.head(32))
+    instruction = Message(content=RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
+    withheld = Message(Error(SELF_CHECK_FAILED, "DPM self-check failed"), reply_to=instruction)
+    other_failure = Message(Error(SELF_CHECK_FAILED + 1, "out of memory"), reply_to=instruction)
+    replies = [
+        reply(1, *good, metrics={"dpm-ssim": 0.01, "dpm-check-ssim": 0.1, "dpm-draws": 1}),
+        reply(2, *good, metrics={"dpm-ssim": 0.03, "dpm-check-ssim": 0.2, "dpm-draws": 2}),
+        withheld,
+        other_failure,
+    ]
+    _, metrics = sharing.aggregate_train(1, replies)
+    assert metrics is not None
+    assert (metrics["accepted"], metrics["rejected"], metrics["withheld"]) == (2, 0, 1)
+    assert metrics["dpm-ssim"] == pytest.approx(0.02) and metrics["dpm-check-ssim"] == pytest.approx(0.15)
+    assert metrics["dpm-draws"] == pytest.approx(1.5)
