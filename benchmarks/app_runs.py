@@ -37,6 +37,10 @@ def run_summary(
 
 
 def command_line(module: str, arguments: dict[str, Any]) -> str:
-    """The ``python -m`` command that reproduces a benchmark run from its parsed arguments."""
-    options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in arguments.items() if value)
+    """The ``python -m`` command that reproduces a benchmark run from its parsed arguments (a True flag bare)."""
+    options = " ".join(
+        f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
+        for key, value in arguments.items()
+        if value
+    )
     return f"python -m {module} {options}"

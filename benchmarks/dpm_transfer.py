@@ -10,7 +10,9 @@ benchmark measures that distribution with the app's own settings (read from its
 2. for each ``--settings`` entry ``lambda:sigma`` (SSIM weight, feature noise) and each of
    ``--clients`` IID partitions, a DPM trained like a client's
    (:func:`~flwr_privshare.dpm_experiment.train_stand_in_dpm`) against the straw man px2s2,
-   plus one trained with lambda = 0 per client as the equivalence control;
+   redrawn when it fails the clients' self-check with the app's check reconstructor
+   (``--no-self-check``: the paper's protocol, no check), plus one trained with lambda = 0
+   per client as the equivalence control;
 3. on the first ``--test-size`` test images: the bootstrap decider's accuracy on original vs
    poisoned features, and every reconstructor's SSIM from original vs poisoned features, with
    its output min-max normalised as trained and, for a stronger attacker, stretched between
@@ -21,13 +23,15 @@ app's refined one.
 
     python -m benchmarks.dpm_transfer --data-dir ../shared/datasets/cifar10
 
-writes ``benchmarks/results/dpm_transfer.md`` and ``.json``.
+writes ``benchmarks/results/dpm_transfer.md`` and ``.json`` (``dpm_transfer_no_check.*`` with
+``--no-self-check``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +40,12 @@ from typing import Any
 from flwr_privshare.clients import client_partition
 from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
 from flwr_privshare.data import load_split, split_public
-from flwr_privshare.dpm_experiment import bootstrap_on_public, train_reconstructors, train_stand_in_dpm
+from flwr_privshare.dpm_experiment import (
+    bootstrap_on_public,
+    self_check_for,
+    train_reconstructors,
+    train_stand_in_dpm,
+)
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, reference_ssim, split_model
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
@@ -65,11 +74,14 @@ def parse_setting(text: str) -> tuple[float, float]:
 
 
 def summarise(reports: list[dict[str, float]], controls: list[float]) -> dict[str, Any]:
-    """Mean and worst (largest |SSIM|) over clients, per reconstructor, and the mean accuracies."""
+    """Mean and worst (largest |SSIM|) over clients, per reconstructor, the mean accuracies and the self-check."""
     summary: dict[str, Any] = {
         "accuracy_original": statistics.mean(r["accuracy_original"] for r in reports),
         "accuracy_poisoned": statistics.mean(r["accuracy_poisoned"] for r in reports),
         "accuracy_lambda_zero": statistics.mean(controls),
+        "draws": [int(r["draws"]) for r in reports],
+        "check_ssim": [None if math.isnan(r["check_ssim"]) else r["check_ssim"] for r in reports],
+        "check_passed": [bool(r["check_passed"]) for r in reports],
     }
     for name in RECONSTRUCTORS:
         summary[name] = {}
@@ -95,6 +107,15 @@ def markdown(results: dict[str, dict[str, Any]], header: str) -> str:
             f"Decider accuracy (mean over clients): original features {summary['accuracy_original']:.1%}, "
             f"poisoned {summary['accuracy_poisoned']:.1%}, lambda-0 control {summary['accuracy_lambda_zero']:.1%}.",
             "",
+        ]
+        if None not in summary["check_ssim"]:
+            lines += [
+                f"Self-check: DPM draws per client {', '.join(map(str, summary['draws']))}; check SSIM "
+                f"{', '.join(f'{value:.3f}' for value in summary['check_ssim'])}; "
+                f"passed {sum(summary['check_passed'])} of {len(summary['check_passed'])}.",
+                "",
+            ]
+        lines += [
             "| reconstructor | SSIM from original features | SSIM from poisoned, mean | worst client | per client "
             "| stretched: original | stretched: poisoned, mean | worst client |",
             "|---|---|---|---|---|---|---|---|",
@@ -111,6 +132,16 @@ def markdown(results: dict[str, dict[str, Any]], header: str) -> str:
     return "\n".join([*lines, ""])
 
 
+def describe_self_check(config: ExperimentConfig) -> str:
+    """The self-check settings in words, for the results' header."""
+    if not config.dpm_check_reconstructor:
+        return "off"
+    return (
+        f"with {config.dpm_check_reconstructor} (|SSIM| <= {config.dpm_check_threshold:g} on the client's images, "
+        f"up to {config.dpm_check_draws} draws)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="CIFAR-10 folder (train/test parquet)")
@@ -123,6 +154,9 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=4, help="IID partitions (of the app's 10) to train DPMs on")
     parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument(
+        "--no-self-check", action="store_true", help="train DPMs without the clients' self-check (the paper's protocol)"
+    )
     args = parser.parse_args()
     if not 1 <= args.clients <= 10:
         parser.error(f"--clients must be in 1..10 (the app has 10 partitions), got {args.clients}")
@@ -140,12 +174,15 @@ def main() -> None:
     split = split_model(model, config.dpm_hook)
     reconstructors = train_reconstructors(config, split, public, feature_shape(split.featurizer, test.image_shape))
     straw_man = reconstructors[config.dpm_reconstructor]
+    if args.no_self_check:
+        config = dataclasses.replace(config, dpm_check_reconstructor="")
+    self_check = self_check_for(config, split, public, feature_shape(split.featurizer, test.image_shape))
     print(f"Phi and reconstructors ready after {time.monotonic() - started:.0f} s", flush=True)
 
     partitions = [client_partition(config, client, 10) for client in range(args.clients)]
     controls = []
     for client, data in enumerate(partitions):
-        control, _ = train_stand_in_dpm(config, split, straw_man, data, ssim_weight=0.0, stream=("client", client))
+        control = train_stand_in_dpm(config, split, straw_man, data, ssim_weight=0.0, stream=("client", client)).dpm
         controls.append(evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"])
     results: dict[str, dict[str, Any]] = {}
     for weight, noise in args.settings:
@@ -153,10 +190,18 @@ def main() -> None:
         setting_config = dataclasses.replace(config, dpm_lambda=weight, dpm_feature_noise=noise)
         reports = []
         for client, data in enumerate(partitions):
-            dpm, _ = train_stand_in_dpm(
-                setting_config, split, straw_man, data, ssim_weight=weight, stream=("client", client)
+            checked = train_stand_in_dpm(
+                setting_config,
+                split,
+                straw_man,
+                data,
+                ssim_weight=weight,
+                self_check=self_check,
+                stream=("client", client),
             )
-            reports.append(evaluate_poisoning(split, dpm, reconstructors, test, device=device))
+            report = evaluate_poisoning(split, checked.dpm, reconstructors, test, device=device)
+            report |= {"draws": checked.draws, "check_ssim": checked.check_ssim, "check_passed": checked.passed}
+            reports.append(report)
             print(setting, client, {k: round(v, 3) for k, v in reports[-1].items() if "ssim" in k}, flush=True)
         results[setting] = summarise(reports, controls)
 
@@ -167,13 +212,15 @@ def main() -> None:
         + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
         f"cifar-cnn cut at {config.dpm_hook}, {config.dpm_epochs * config.num_server_rounds} DPM epochs per client "
         f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, seed {config.seed}; "
-        f"SSIM on the first {len(test)} test images. For reference, an unrelated test image scores "
+        f"self-check {describe_self_check(config)}; SSIM on the first {len(test)} test images. "
+        f"For reference, an unrelated test image scores "
         f"{references['other_image']:.3f} (chance) and a flat image of each image's mean colour "
         f"{references['mean_colour']:.3f}."
     )
     text = markdown(results, header)
+    stem = "dpm_transfer_no_check" if args.no_self_check else "dpm_transfer"
     atomic_write_json(
-        RESULTS / "dpm_transfer.json",
+        RESULTS / f"{stem}.json",
         {
             "results": results,
             "reference_ssim": references,
@@ -182,7 +229,7 @@ def main() -> None:
             "versions": package_versions(),
         },
     )
-    atomic_write_text(RESULTS / "dpm_transfer.md", text)
+    atomic_write_text(RESULTS / f"{stem}.md", text)
     print(text)
 
 
