@@ -307,6 +307,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             "num_clients": num_clients,
             "client_failures": sum(recorded.failures.values()),
             "rejected_replies": sum(strategy.rejected.values()),
+            "withheld_replies": sum(strategy.withheld.values()),  # also counted in client_failures
             "seed": config.seed,
             "wall_time_s": round(time.monotonic() - started, 2),
             "privacy": {

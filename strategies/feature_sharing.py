@@ -144,6 +144,7 @@ class FeatureSharing(FedAvg):
         self.generator = torch.Generator().manual_seed(seed)
         self.pool: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.rejected: dict[int, int] = {}
+        self.withheld: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -235,6 +236,7 @@ class FeatureSharing(FedAvg):
                     error,
                 )
         self.rejected[server_round] = rejected
+        self.withheld[server_round] = withheld
         metrics = MetricRecord(
             {
                 "accepted": accepted,

@@ -200,5 +200,6 @@ def test_withheld_replies_are_counted_and_client_metrics_averaged(mnist_test: Im
     _, metrics = sharing.aggregate_train(1, replies)
     assert metrics is not None
     assert (metrics["accepted"], metrics["rejected"], metrics["withheld"]) == (2, 0, 1)
+    assert sharing.withheld == {1: 1}
     assert metrics["dpm-ssim"] == pytest.approx(0.02) and metrics["dpm-check-ssim"] == pytest.approx(0.15)
     assert metrics["dpm-draws"] == pytest.approx(1.5)
