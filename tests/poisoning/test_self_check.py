@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from flwr_privshare.poisoning import (
     DPMTrainingResult,
     Reconstructor,
     SelfCheck,
+    SplitModel,
     check_ssim,
     evaluate_poisoning,
     feature_shape,
@@ -26,10 +28,11 @@ from flwr_privshare.poisoning.self_check import CHECK_IMAGES
 
 CPU = torch.device("cpu")
 IMAGE_SHAPE = (1, 28, 28)
+Setting = tuple[SplitModel, Reconstructor, ImageDataset]
 
 
 @pytest.fixture(scope="module")
-def setting(mnist_test: ImageDataset) -> tuple[object, Reconstructor, ImageDataset]:
+def setting(mnist_test: ImageDataset) -> Setting:
     torch.manual_seed(0)
     split = split_model(build_model("mnist-cnn"), "pool1")
     checker = Reconstructor("rx3s2", feature_shape(split.featurizer, IMAGE_SHAPE), IMAGE_SHAPE)
@@ -40,7 +43,7 @@ def setting(mnist_test: ImageDataset) -> tuple[object, Reconstructor, ImageDatas
     return split, checker, data
 
 
-def test_check_ssim_is_the_checkers_mean_ssim_on_the_first_images(setting) -> None:  # type: ignore[no-untyped-def]
+def test_check_ssim_is_the_checkers_mean_ssim_on_the_first_images(setting: Setting) -> None:
     split, checker, data = setting
     dpm = DeepPoisoningModule(16)
     with torch.no_grad():
@@ -66,7 +69,9 @@ def test_check_ssim_is_the_checkers_mean_ssim_on_the_first_images(setting) -> No
     )
 
 
-def draws_recorded(calls: list[int]):  # type: ignore[no-untyped-def]
+def draws_recorded(calls: list[int]) -> Callable[[int], tuple[DeepPoisoningModule, DPMTrainingResult]]:
+    """A ``train_draw`` that records which draws were asked for; draw ``d`` is a P perturbed from seed ``d``."""
+
     def train_draw(draw: int) -> tuple[DeepPoisoningModule, DPMTrainingResult]:
         calls.append(draw)
         torch.manual_seed(draw)
@@ -79,7 +84,7 @@ def draws_recorded(calls: list[int]):  # type: ignore[no-untyped-def]
     return train_draw
 
 
-def test_the_first_passing_draw_is_kept(setting) -> None:  # type: ignore[no-untyped-def]
+def test_the_first_passing_draw_is_kept(setting: Setting) -> None:
     split, checker, data = setting
     calls: list[int] = []
     checked = train_checked_dpm(draws_recorded(calls), split, SelfCheck(checker, 1.0, 3), data, device=CPU)
@@ -87,7 +92,7 @@ def test_the_first_passing_draw_is_kept(setting) -> None:  # type: ignore[no-unt
     assert checked.check_ssim == pytest.approx(check_ssim(split, checked.dpm, checker, data, device=CPU))
 
 
-def test_a_failing_draw_is_redrawn_and_no_passing_draw_means_nothing_may_be_shared(setting) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_draw_is_redrawn_and_no_passing_draw_means_nothing_may_be_shared(setting: Setting) -> None:
     split, checker, data = setting
     calls: list[int] = []
     measured = [abs(check_ssim(split, draws_recorded([])(d)[0], checker, data, device=CPU)) for d in range(3)]
@@ -104,7 +109,7 @@ def test_a_failing_draw_is_redrawn_and_no_passing_draw_means_nothing_may_be_shar
     assert abs(checked.check_ssim) == pytest.approx(measured[2], abs=1e-6)
 
 
-def test_without_a_check_draw_zero_is_used_unchecked(setting) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_check_draw_zero_is_used_unchecked(setting: Setting) -> None:
     split, _checker, data = setting
     calls: list[int] = []
     checked = train_checked_dpm(draws_recorded(calls), split, None, data, device=CPU)
