@@ -9,8 +9,9 @@ benchmark measures that distribution with the app's own settings (read from its
    :data:`~flwr_privshare.poisoning.RECONSTRUCTORS` trained on it, exactly as the app does;
 2. for each ``--settings`` entry ``lambda:sigma`` (SSIM weight, feature noise) and each of
    ``--clients`` IID partitions, a DPM trained like a client's
-   (:func:`~flwr_privshare.dpm_experiment.train_stand_in_dpm`) against the straw man px2s2,
-   redrawn when it fails the clients' self-check with the app's check reconstructor
+   (:func:`~flwr_privshare.dpm_experiment.train_stand_in_dpm`) against the straw man px2s2
+   and the app's further straw men (``dpm-ensemble``), redrawn when it fails the clients'
+   self-check with the app's check reconstructor
    (``--no-self-check``: the paper's protocol, no check), plus one trained with lambda = 0
    per client as the equivalence control;
 3. on the first ``--test-size`` test images: the bootstrap decider's accuracy on original vs
@@ -24,24 +25,29 @@ app's refined one.
     python -m benchmarks.dpm_transfer --data-dir ../shared/datasets/cifar10
 
 writes ``benchmarks/results/dpm_transfer.md`` and ``.json`` (``dpm_transfer_no_check.*`` with
-``--no-self-check``).
+``--no-self-check``; ``--stem`` names them). ``--set key=value`` overrides an app default
+(TOML value, as in ``flwr run --run-config``), e.g. ``--set 'dpm-ensemble=""'`` for the
+paper's single straw man.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from flwr_privshare.clients import client_partition
-from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
+from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed, seeded
 from flwr_privshare.data import load_split, split_public
 from flwr_privshare.dpm_experiment import (
     bootstrap_on_public,
+    ensemble_for,
     self_check_for,
     train_reconstructors,
     train_stand_in_dpm,
@@ -57,9 +63,24 @@ RESULTS = Path(__file__).resolve().parent / "results"
 APP = "dpm_cifar"
 
 
-def app_config(data_dir: Path, test_size: int) -> ExperimentConfig:
-    """The ``dpm_cifar`` app's default run config, on the local data folder."""
-    return ExperimentConfig.from_run_config({**app_defaults(APP), "data-dir": str(data_dir), "test-size": test_size})
+def app_config(data_dir: Path, test_size: int, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The ``dpm_cifar`` app's default run config, on the local data folder, with ``overrides``."""
+    return ExperimentConfig.from_run_config(
+        {**app_defaults(APP), "data-dir": str(data_dir), "test-size": test_size, **(overrides or {})}
+    )
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` with a TOML value -> (key, value), as ``flwr run --run-config`` reads it."""
+    key, separator, value = text.partition("=")
+    try:
+        if not separator:
+            raise ValueError
+        return key.strip(), tomllib.loads(f"value = {value}")["value"]
+    except (ValueError, tomllib.TOMLDecodeError):
+        raise argparse.ArgumentTypeError(
+            f"--set reads key=value with a TOML value, e.g. 'dpm-lambda=20'; got {text!r}"
+        ) from None
 
 
 def parse_setting(text: str) -> tuple[float, float]:
@@ -157,12 +178,24 @@ def main() -> None:
     parser.add_argument(
         "--no-self-check", action="store_true", help="train DPMs without the clients' self-check (the paper's protocol)"
     )
+    parser.add_argument(
+        "--set",
+        type=parse_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the app's run-config defaults (repeatable)",
+    )
+    parser.add_argument("--stem", default="", help="result file name (default: dpm_transfer[_no_check])")
     args = parser.parse_args()
     if not 1 <= args.clients <= 10:
         parser.error(f"--clients must be in 1..10 (the app has 10 partitions), got {args.clients}")
     started = time.monotonic()
     device = get_device()
-    config = app_config(args.data_dir, args.test_size)
+    try:
+        config = app_config(args.data_dir, args.test_size, dict(args.set))
+    except ConfigError as error:
+        parser.error(str(error))
 
     train_split = load_split(config.dataset, "train", config.data_dir)
     test = load_split(config.dataset, "test", config.data_dir).head(config.test_size)
@@ -174,6 +207,7 @@ def main() -> None:
     split = split_model(model, config.dpm_hook)
     reconstructors = train_reconstructors(config, split, public, feature_shape(split.featurizer, test.image_shape))
     straw_man = reconstructors[config.dpm_reconstructor]
+    ensemble = ensemble_for(config, split, public, feature_shape(split.featurizer, test.image_shape))
     if args.no_self_check:
         config = dataclasses.replace(config, dpm_check_reconstructor="")
     self_check = self_check_for(config, split, public, feature_shape(split.featurizer, test.image_shape))
@@ -196,6 +230,7 @@ def main() -> None:
                 straw_man,
                 data,
                 ssim_weight=weight,
+                ensemble=ensemble,
                 self_check=self_check,
                 stream=("client", client),
             )
@@ -207,18 +242,21 @@ def main() -> None:
 
     references = reference_ssim(test, device=device)
     header = (
-        f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None})} --settings "
+        f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None, 'set': None})}"
+        + "".join(f" --set '{key}={json.dumps(value)}'" for key, value in args.set)
+        + " --settings "
         + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
         + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
         f"cifar-cnn cut at {config.dpm_hook}, {config.dpm_epochs * config.num_server_rounds} DPM epochs per client "
-        f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, seed {config.seed}; "
+        f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, "
+        f"further straw men {config.ensemble_names or 'none'}, seed {config.seed}; "
         f"self-check {describe_self_check(config)}; SSIM on the first {len(test)} test images. "
         f"For reference, an unrelated test image scores "
         f"{references['other_image']:.3f} (chance) and a flat image of each image's mean colour "
         f"{references['mean_colour']:.3f}."
     )
     text = markdown(results, header)
-    stem = "dpm_transfer_no_check" if args.no_self_check else "dpm_transfer"
+    stem = args.stem or ("dpm_transfer_no_check" if args.no_self_check else "dpm_transfer")
     atomic_write_json(
         RESULTS / f"{stem}.json",
         {

@@ -18,7 +18,7 @@ import torch
 
 from .data import PARTITIONERS
 from .models import MODEL_NAMES, build_model
-from .poisoning.reconstructor import CHECK_RECONSTRUCTORS, RECONSTRUCTORS
+from .poisoning.reconstructor import CHECK_RECONSTRUCTORS, ENSEMBLE_RECONSTRUCTORS, RECONSTRUCTORS
 from .train import OPTIMIZERS
 from .visualmixer.mixer import is_power_of_two
 
@@ -73,6 +73,10 @@ class ExperimentConfig:
         dpm_hook: hook point that splits the model into featurizer and decider (DPM app).
         dpm_reconstructor: the reconstructor the DPMs are trained against, one of
             :data:`~flwr_privshare.poisoning.RECONSTRUCTORS`.
+        dpm_ensemble: comma-separated further straw men from
+            :data:`~flwr_privshare.poisoning.ENSEMBLE_RECONSTRUCTORS` the DPMs are trained
+            against together with ``dpm_reconstructor`` ("": the paper's single straw man; see
+            :func:`~flwr_privshare.poisoning.train_dpm`).
         dpm_lambda: weight of the SSIM term in the DPM loss (Eq. 3).
         dpm_feature_noise: relative std of the noise on the straw man's input in the DPM
             loss's SSIM term (0: the paper's loss; see :func:`~flwr_privshare.poisoning.train_dpm`).
@@ -125,6 +129,7 @@ class ExperimentConfig:
     dp_clipped_count_stddev: float = 0.0
     dpm_hook: str = "pool1"
     dpm_reconstructor: str = "px2s2"
+    dpm_ensemble: str = ""
     dpm_lambda: float = 1.0
     dpm_feature_noise: float = 0.0
     dpm_epochs: int = 1
@@ -163,6 +168,11 @@ class ExperimentConfig:
         config.validate()
         return config
 
+    @property
+    def ensemble_names(self) -> list[str]:
+        """The names in ``dpm_ensemble``, in order."""
+        return [name.strip() for name in self.dpm_ensemble.split(",")] if self.dpm_ensemble.strip() else []
+
     def to_run_config(self) -> dict[str, Any]:
         """The config as kebab-case run-config keys."""
         return {field.name.replace("_", "-"): getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -183,11 +193,24 @@ class ExperimentConfig:
             self.dpm_reconstructor,
             f"one of {RECONSTRUCTORS}",
         )
+        for name in self.ensemble_names:
+            _require(
+                name in ENSEMBLE_RECONSTRUCTORS and self.ensemble_names.count(name) == 1,
+                "dpm-ensemble",
+                self.dpm_ensemble,
+                f"'' or distinct comma-separated names from {ENSEMBLE_RECONSTRUCTORS}",
+            )
         _require(
             self.dpm_check_reconstructor in ("", *CHECK_RECONSTRUCTORS),
             "dpm-check-reconstructor",
             self.dpm_check_reconstructor,
             f"one of {CHECK_RECONSTRUCTORS} or '' (no self-check)",
+        )
+        _require(
+            self.dpm_check_reconstructor not in self.ensemble_names,
+            "dpm-check-reconstructor",
+            self.dpm_check_reconstructor,
+            f"a reconstructor the DPMs are not trained against (dpm-ensemble is {self.dpm_ensemble!r})",
         )
         _require(
             0 < self.dpm_check_threshold <= 1, "dpm-check-threshold", self.dpm_check_threshold, "a number in (0, 1]"

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,13 @@ def train_public_reconstructor(
     return reconstructor
 
 
+def ensemble_for(
+    config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
+) -> list[Reconstructor]:
+    """The further straw men of ``config.dpm_ensemble``, trained on the public split (none by default)."""
+    return [train_public_reconstructor(config, name, split, public, shape) for name in config.ensemble_names]
+
+
 def self_check_for(
     config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
 ) -> SelfCheck | None:
@@ -130,14 +138,15 @@ def train_stand_in_dpm(
     data: ImageDataset,
     *,
     ssim_weight: float,
+    ensemble: Sequence[Reconstructor] = (),
     self_check: SelfCheck | None = None,
     stream: tuple[object, ...] = (),
 ) -> CheckedDPM:
     """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in every round.
 
-    With ``self_check``, a draw that fails the check is replaced by a fresh one, as a client
-    does. ``stream`` extends the seed labels, for several stand-ins from one run seed (the
-    audit uses none).
+    It trains against ``straw_man`` and the clients' ``ensemble``. With ``self_check``, a draw
+    that fails the check is replaced by a fresh one, as a client does. ``stream`` extends the
+    seed labels, for several stand-ins from one run seed (the audit uses none).
     """
     shape = feature_shape(split.featurizer, data.image_shape)
 
@@ -152,6 +161,7 @@ def train_stand_in_dpm(
             data,
             ssim_weight=ssim_weight,
             feature_noise=config.dpm_feature_noise,
+            ensemble=ensemble,
             epochs=config.dpm_epochs * config.num_server_rounds,
             batch_size=config.batch_size,
             learning_rate=config.dpm_learning_rate,
@@ -171,17 +181,25 @@ def audit(
     public: ImageDataset,
     test: ImageDataset,
     self_check: SelfCheck | None = None,
+    ensemble: Sequence[Reconstructor] = (),
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The stand-in DPM's report on the test set, and the images of the sample figure.
 
-    The stand-in passes the clients' ``self_check`` as a client's DPM must before it shares.
+    The stand-in trains against the clients' straw men (``ensemble`` included) and passes
+    their ``self_check`` as a client's DPM must before it shares.
     """
     device = get_device()
     shape = feature_shape(split.featurizer, test.image_shape)
     straw_man = reconstructors[config.dpm_reconstructor]
 
     stand_in = train_stand_in_dpm(
-        config, split, straw_man, stand_in_data, ssim_weight=config.dpm_lambda, self_check=self_check
+        config,
+        split,
+        straw_man,
+        stand_in_data,
+        ssim_weight=config.dpm_lambda,
+        ensemble=ensemble,
+        self_check=self_check,
     )
     dpm = stand_in.dpm
     # Control for the equivalence check: the same P trained on the same data with lambda = 0
@@ -261,6 +279,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
         split = split_model(model, config.dpm_hook)
         shape = feature_shape(split.featurizer, test.image_shape)
         reconstructors = train_reconstructors(config, split, public, shape)
+        ensemble = ensemble_for(config, split, public, shape)
         self_check = self_check_for(config, split, public, shape)
         strategy = FeatureSharing(
             model_name,
@@ -272,6 +291,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             feature_noise=config.dpm_feature_noise,
             dpm_epochs=config.dpm_epochs,
             shared_samples=config.dpm_shared_samples,
+            ensemble=ensemble,
             self_check=self_check,
             refine_epochs=config.refine_epochs,
             fraction_train=config.fraction_train,
@@ -289,7 +309,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
         final = dict(result.evaluate_metrics_serverapp[config.num_server_rounds])
         stand_in = client_partition(config, 0, num_clients)
         log(INFO, "audit: training the stand-in DPM and the secondary attack")
-        report, samples = audit(config, split, reconstructors, stand_in, public, test, self_check)
+        report, samples = audit(config, split, reconstructors, stand_in, public, test, self_check, ensemble)
         log(INFO, "audit: %s", {key: round(value, 4) for key, value in report.items()})
         folder.save_figure("reconstructions", reconstruction_grid(samples))
         folder.save_figure("audit", audit_bars(report, list(RECONSTRUCTORS)))
@@ -312,6 +332,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             "wall_time_s": round(time.monotonic() - started, 2),
             "privacy": {
                 "straw_man": config.dpm_reconstructor,
+                "ensemble": config.ensemble_names,
                 "self_check": (
                     {
                         "checker": config.dpm_check_reconstructor,

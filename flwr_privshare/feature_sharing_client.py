@@ -1,7 +1,7 @@
 """The ClientApp behaviour of feature sharing with a Deep Poisoning Module (Guo et al., §4).
 
-A client receives Phi (split at the hook the server names) and the reconstructor psi,
-trains its own DPM P against them (Eq. 3), keeps P in ``context.state`` so later rounds
+A client receives Phi (split at the hook the server names), the reconstructor psi and any
+further straw men, trains its own DPM P against them (Eq. 3), keeps P in ``context.state`` so later rounds
 continue from it, and replies with ``P(phi1 x)`` in float16 and the labels of a seeded
 sample of its partition. Neither its images nor P (weights, optimizer, seed) are in the
 reply.
@@ -21,6 +21,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 
 from flwr_privshare.strategies.feature_sharing import (
     CHECK_RECONSTRUCTOR_KEY,
+    ENSEMBLE_KEY,
     FEATURES_KEY,
     RECONSTRUCTOR_KEY,
     SELF_CHECK_FAILED,
@@ -59,6 +60,7 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
     shape = feature_shape(split.featurizer, data.image_shape)
     reconstructor = Reconstructor(str(settings["reconstructor"]), shape, data.image_shape)
     reconstructor.load_state_dict(msg.content.array_records[RECONSTRUCTOR_KEY].to_torch_state_dict())
+    ensemble = received_ensemble(msg, settings, shape, data.image_shape)
 
     stored = context.state.array_records.get(DPM_STATE_KEY)
     server_round = cast(int, settings["server-round"])
@@ -79,6 +81,7 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
             ssim_weight=float(cast(float, settings["ssim-weight"])),
             epochs=int(cast(int, settings["dpm-epochs"])),
             feature_noise=float(cast(float, settings["feature-noise"])),
+            ensemble=ensemble,
             batch_size=config.batch_size,
             learning_rate=config.dpm_learning_rate,
             device=device,
@@ -114,6 +117,19 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=RecordDict({FEATURES_KEY: payload, "metrics": metrics}), reply_to=msg)
+
+
+def received_ensemble(
+    msg: Message, settings: ConfigRecord, shape: tuple[int, int, int], image_shape: tuple[int, int, int]
+) -> list[Reconstructor]:
+    """The further straw men the server sent (none when it sent no ensemble)."""
+    names = [name for name in str(settings.get(ENSEMBLE_KEY, "")).split(",") if name]
+    ensemble = []
+    for index, name in enumerate(names):
+        member = Reconstructor(name, shape, image_shape)
+        member.load_state_dict(msg.content.array_records[f"{ENSEMBLE_KEY}-{index}"].to_torch_state_dict())
+        ensemble.append(member)
+    return ensemble
 
 
 def received_self_check(

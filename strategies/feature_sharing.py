@@ -1,7 +1,8 @@
 """Feature-sharing refinement with Deep Poisoning Modules (Guo et al., arXiv 1912.06895, §4).
 
 Each round the server broadcasts the classifier Phi = phi2 o phi1 (split at a hook point),
-the reconstructor psi and, optionally, a check reconstructor; every sampled client trains
+the reconstructor psi and, optionally, further straw men (an ensemble) and a check
+reconstructor; every sampled client trains
 (or continues) its private DPM P against them and replies with poisoned features
 ``P(phi1 x)`` (float16) and their labels, never images and never P. With a check
 reconstructor, a client whose P fails its self-check
@@ -27,7 +28,7 @@ rounds, then pass the result as ``initial_arrays`` to :meth:`start`::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
 from typing import cast
 
@@ -45,6 +46,7 @@ from flwr_privshare.poisoning.refine import train_decider
 FEATURES_KEY = "features"
 RECONSTRUCTOR_KEY = "reconstructor"
 CHECK_RECONSTRUCTOR_KEY = "check-reconstructor"
+ENSEMBLE_KEY = "ensemble"  # member i's weights travel under f"{ENSEMBLE_KEY}-{i}"
 SELF_CHECK_FAILED = 1  # the error code of a client's reply withheld because no DPM draw passed its self-check
 CLIENT_METRICS = ("dpm-ssim", "dpm-check-ssim", "dpm-draws")
 TASK = "feature-sharing"
@@ -81,6 +83,9 @@ class FeatureSharing(FedAvg):
         Local DPM training epochs per round.
     shared_samples : int (default: 1000)
         Features each client shares per round (0: all of its data).
+    ensemble : Sequence[Reconstructor] (default: ())
+        Further straw men (trained on public data) the DPMs train against together with
+        psi (:func:`~flwr_privshare.poisoning.train_dpm`); empty: the paper's protocol.
     self_check : SelfCheck | None (default: None)
         The check reconstructor (trained on public data), threshold and draws a client's
         self-check uses; None: clients share without checking (the paper's protocol).
@@ -107,6 +112,7 @@ class FeatureSharing(FedAvg):
         feature_noise: float = 0.0,
         dpm_epochs: int = 1,
         shared_samples: int = 1000,
+        ensemble: Sequence[Reconstructor] = (),
         self_check: SelfCheck | None = None,
         refine_epochs: int = 1,
         refine_batch_size: int = 64,
@@ -138,6 +144,7 @@ class FeatureSharing(FedAvg):
         self.reconstructor = reconstructor
         self.ssim_weight, self.dpm_epochs, self.shared_samples = ssim_weight, dpm_epochs, shared_samples
         self.feature_noise = feature_noise
+        self.ensemble = list(ensemble)
         self.self_check = self_check
         self.refine_epochs, self.refine_batch_size = refine_epochs, refine_batch_size
         self.refine_learning_rate = refine_learning_rate
@@ -155,10 +162,11 @@ class FeatureSharing(FedAvg):
         """Log the strategy's settings."""
         log(
             INFO,
-            "\t%r: lambda=%s, feature_noise=%s, shared_samples=%s, self_check=%s",
+            "\t%r: lambda=%s, feature_noise=%s, ensemble=%s, shared_samples=%s, self_check=%s",
             self,
             self.ssim_weight,
             self.feature_noise,
+            [member.name for member in self.ensemble] or "off",
             self.shared_samples,
             self._check_settings() or "off",
         )
@@ -166,7 +174,7 @@ class FeatureSharing(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's sampling and messages, plus psi's (and the checker's) weights and the DPM settings.
+        """FedAvg's sampling and messages, plus the straw men's (and the checker's) weights and the DPM settings.
 
         ``arrays`` (the current Phi) is also loaded into the server's copy, which the
         refinement then trains.
@@ -181,6 +189,7 @@ class FeatureSharing(FedAvg):
                 "reconstructor": self.reconstructor.name,
                 "ssim-weight": self.ssim_weight,
                 "feature-noise": self.feature_noise,
+                ENSEMBLE_KEY: ",".join(member.name for member in self.ensemble),
                 "dpm-epochs": self.dpm_epochs,
                 "shared-samples": self.shared_samples,
                 **self._check_settings(),
@@ -188,9 +197,12 @@ class FeatureSharing(FedAvg):
         )
         messages = list(super().configure_train(server_round, arrays, config, grid))
         reconstructor = ArrayRecord(self.reconstructor.state_dict())
+        members = [ArrayRecord(member.state_dict()) for member in self.ensemble]
         checker = ArrayRecord(self.self_check.checker.state_dict()) if self.self_check else None
         for message in messages:
             message.content[RECONSTRUCTOR_KEY] = reconstructor
+            for index, member in enumerate(members):
+                message.content[f"{ENSEMBLE_KEY}-{index}"] = member
             if checker is not None:
                 message.content[CHECK_RECONSTRUCTOR_KEY] = checker
         return messages

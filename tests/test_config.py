@@ -38,7 +38,18 @@ SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
         ({"dpm-feature-noise": -0.3}, "'dpm-feature-noise' is -0.3; it must be a non-negative number"),
         (
             {"dpm-check-reconstructor": "rx4s2"},  # audited as unseen, so it cannot also be the clients' check
-            r"'dpm-check-reconstructor' is 'rx4s2'; it must be one of \('rx3s2',\) or '' \(no self-check\)",
+            r"'dpm-check-reconstructor' is 'rx4s2'; it must be one of \('rx3s2', 'rx5s2'\) or '' \(no self-check\)",
+        ),
+        (
+            {"dpm-ensemble": "rx3s2,rx4s2"},  # rx4s2 is audited as unseen, so no DPM may train against it
+            r"'dpm-ensemble' is 'rx3s2,rx4s2'; it must be '' or distinct comma-separated names from "
+            r"\('px3s2', 'rx3s2', 'rx3s2-c'\)",
+        ),
+        ({"dpm-ensemble": "rx3s2,rx3s2"}, "'dpm-ensemble' is 'rx3s2,rx3s2'; it must be '' or distinct"),
+        (
+            {"dpm-ensemble": "px3s2,rx3s2", "dpm-check-reconstructor": "rx3s2"},  # a checker the DPM has seen
+            r"'dpm-check-reconstructor' is 'rx3s2'; it must be a reconstructor the DPMs are not trained against "
+            r"\(dpm-ensemble is 'px3s2,rx3s2'\)",
         ),
         ({"dpm-check-threshold": 0.0}, r"'dpm-check-threshold' is 0.0; it must be a number in \(0, 1\]"),
         ({"dpm-check-threshold": 1.5}, r"'dpm-check-threshold' is 1.5; it must be a number in \(0, 1\]"),
@@ -79,7 +90,9 @@ def test_window_larger_than_the_image_is_rejected() -> None:
                 "num-server-rounds": 3,
                 "dpm-lambda": 5.0,
                 "dpm-feature-noise": 0.3,
-                "dpm-check-reconstructor": "rx3s2",
+                "dpm-ensemble": "px3s2,rx3s2,rx3s2-c",
+                "dpm-check-reconstructor": "rx5s2",
+                "dpm-check-threshold": 0.05,
             },
         ),
     ],
@@ -89,6 +102,11 @@ def test_app_defaults_match_the_library_defaults(app: str, differences: dict[str
     assert set(app_config) == set(ExperimentConfig.keys())  # Flower only accepts overrides of listed keys
     parsed = ExperimentConfig.from_run_config(app_config)
     assert parsed == ExperimentConfig.from_run_config(differences)
+
+
+def test_the_ensemble_is_read_in_order_with_spaces_allowed() -> None:
+    assert ExperimentConfig.from_run_config({"dpm-ensemble": "rx3s2-c, px3s2"}).ensemble_names == ["rx3s2-c", "px3s2"]
+    assert ExperimentConfig.from_run_config({"dpm-ensemble": ""}).ensemble_names == []
 
 
 def test_integral_floats_are_accepted_and_round_trip() -> None:

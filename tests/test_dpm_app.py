@@ -89,7 +89,8 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
     assert summary["client_failures"] == 0
     assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(summary["privacy"])
     # The app's self-check ran: the checker was trained and sent, clients and the stand-in checked their DPMs.
-    assert summary["privacy"]["self_check"] == {"checker": "rx3s2", "threshold": 1.0, "draws": 3}
+    assert summary["privacy"]["self_check"] == {"checker": "rx5s2", "threshold": 1.0, "draws": 3}
+    assert summary["privacy"]["ensemble"] == ["px3s2", "rx3s2", "rx3s2-c"]  # the app's further straw men
     assert summary["withheld_replies"] == 0
     assert summary["privacy"]["stand_in_draws"] == 1 and summary["privacy"]["stand_in_check_passed"] == 1.0
     assert all(-1.0 <= float(row["train_dpm-check-ssim"]) <= 1.0 for row in rows[1:])

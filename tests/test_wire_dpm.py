@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -27,14 +28,18 @@ from .strategies.test_dp_fedavg import FakeGrid
 
 
 def dpm_round(
-    data_root: Path, server_round: int, state: RecordDict, self_check: SelfCheck | None = None
+    data_root: Path,
+    server_round: int,
+    state: RecordDict,
+    self_check: SelfCheck | None = None,
+    ensemble: Sequence[Reconstructor] = (),
 ) -> tuple[Message, Context]:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # the server builds the message
     torch.manual_seed(0)
     model = build_model("mnist-cnn")
     sharing = FeatureSharing(
         "mnist-cnn", "pool1", Reconstructor("px2s2", (16, 14, 14), (1, 28, 28)),
-        image_shape=(1, 28, 28), num_classes=10, shared_samples=32, self_check=self_check,
+        image_shape=(1, 28, 28), num_classes=10, shared_samples=32, self_check=self_check, ensemble=ensemble,
     )  # fmt: skip
     (message,) = sharing.configure_train(
         server_round, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
@@ -116,3 +121,15 @@ def test_a_client_whose_every_draw_fails_the_self_check_shares_nothing(data_root
     assert "self-check failed on all 3 draws" in cast(str, reply.error.reason)
     # The client keeps its last draw and trains it on next round; it never left the client.
     DeepPoisoningModule(16).load_state_dict(context.state.array_records[DPM_STATE_KEY].to_torch_state_dict())
+
+
+def test_a_client_trains_against_the_ensemble_it_receives_and_sends_none_of_it_back(data_root: Path) -> None:
+    torch.manual_seed(2)
+    members = [Reconstructor(name, (16, 14, 14), (1, 28, 28)) for name in ("px3s2", "rx3s2-c")]
+    reply, context = dpm_round(data_root, 1, RecordDict(), ensemble=members)
+    assert set(reply.content.keys()) == {"features", "metrics"}
+    assert set(reply.content.array_records["features"]) == {"features", "labels"}  # no straw man comes back
+    with_ensemble = context.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+    _, alone = dpm_round(data_root, 1, RecordDict())
+    without = alone.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+    assert any(not torch.equal(with_ensemble[k], without[k]) for k in without)  # the ensemble term was trained on

@@ -17,11 +17,17 @@ the SSIM term an expectation over Gaussian perturbations of the poisoned feature
 ``P(phi1 x) + sigma * std(P(phi1 x)) * N(0, I)``, so the poisoning cannot rest on exact
 feature values and transfers better to unseen reconstructors (README, "DPM results").
 The decider always sees the clean poisoned features.
+
+``ensemble`` adds further straw men, of other architectures than the audited
+reconstructors: the SSIM term becomes the mean of ``|SSIM|`` over px2s2 and them. A P that
+fools several architectures at once is far more likely to fool an unseen one, as with
+ensemble-based transferable adversarial examples (Liu et al., ICLR 2017); this is our
+addition, not the paper's (README, "DPM results").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -110,6 +116,7 @@ def train_dpm(
     ssim_weight: float,
     epochs: int,
     feature_noise: float = 0.0,
+    ensemble: Sequence[nn.Module] = (),
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     device: torch.device,
@@ -118,7 +125,9 @@ def train_dpm(
     """Train ``dpm`` in place on ``data`` with Eq. 3 (``ssim_weight`` = lambda); phi1, phi2 and psi stay frozen.
 
     ``feature_noise`` (sigma) is the relative std of the Gaussian noise psi's input gets
-    in the SSIM term (module docstring); 0 is the paper's loss.
+    in the SSIM term (module docstring); 0 is the paper's loss. ``ensemble`` holds further
+    frozen straw men: the SSIM term is then the mean ``|SSIM|`` over ``reconstructor`` and
+    them, all on the same (noisy) features. The result's ``ssim`` is ``reconstructor``'s alone.
 
     Raises:
         ValueError: ``ssim_weight`` or ``feature_noise`` is negative, or ``epochs`` is not positive.
@@ -130,11 +139,12 @@ def train_dpm(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     dpm.to(device).train()
-    for module in (*split, reconstructor):
+    straw_men = (reconstructor, *ensemble)
+    for module in (*split, *straw_men):
         module.to(device)
     optimizer = torch.optim.Adam(dpm.parameters(), lr=learning_rate)
     cross_entropy, similarity = float("nan"), float("nan")
-    with frozen(split.featurizer, split.decider, reconstructor):
+    with frozen(split.featurizer, split.decider, *straw_men):
         for _ in range(epochs):
             ce_sum, ssim_sum, count = 0.0, 0.0, 0
             for images, labels in batches(data, batch_size, device, generator):
@@ -147,7 +157,13 @@ def train_dpm(
                     noise = torch.randn(poisoned.shape, generator=generator).to(device)
                     attacked = poisoned + feature_noise * poisoned.detach().std() * noise
                 ssims = ssim_per_image(reconstructor(attacked), images)
-                loss = ce + ssim_weight * ssims.abs().mean() if ssim_weight > 0 else ce
+                if ssim_weight > 0:
+                    similarity_term = ssims.abs().mean()
+                    for member in ensemble:
+                        similarity_term = similarity_term + ssim_per_image(member(attacked), images).abs().mean()
+                    loss = ce + ssim_weight * similarity_term / len(straw_men)
+                else:
+                    loss = ce
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -11,9 +11,12 @@ A name reads ``{p|r}x{blocks}s{scale}[-c]``:
 
 ``px2s2`` is the attacker's straw man the DPM trains against; the others of
 :data:`RECONSTRUCTORS` are unseen by the DPM and test whether the poisoning generalises.
-:data:`CHECK_RECONSTRUCTORS` are outside that audited family: a client checks its DPM with
-one before it shares anything (:mod:`~flwr_privshare.poisoning.self_check`). All are
-trained with L1 on ``(phi1(z), z)`` pairs from the public split only (:func:`train_reconstructor`).
+Two families lie outside that audited one, so that the audited reconstructors stay unseen:
+:data:`ENSEMBLE_RECONSTRUCTORS` are further straw men a DPM may train against together
+with px2s2 (:func:`~flwr_privshare.poisoning.train_dpm`), and :data:`CHECK_RECONSTRUCTORS`
+are the ones a client checks its DPM with before it shares anything
+(:mod:`~flwr_privshare.poisoning.self_check`). All are trained with L1 on ``(phi1(z), z)``
+pairs from the public split only (:func:`train_reconstructor`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from ..data import ImageDataset
 from ..train import batches
 
 RECONSTRUCTORS = ("px2s2", "px4s2", "rx2s2", "rx4s2", "rx4s4", "rx2s2-c")
-CHECK_RECONSTRUCTORS = ("rx3s2",)
+ENSEMBLE_RECONSTRUCTORS = ("px3s2", "rx3s2", "rx3s2-c")
+CHECK_RECONSTRUCTORS = ("rx3s2", "rx5s2")
+KNOWN_RECONSTRUCTORS = tuple(dict.fromkeys(RECONSTRUCTORS + ENSEMBLE_RECONSTRUCTORS + CHECK_RECONSTRUCTORS))
 _NAME = re.compile(r"^(?P<kind>[pr])x(?P<blocks>\d+)s(?P<scale>\d+)(?P<clamp>-c)?$")
 
 
@@ -57,15 +62,15 @@ class Reconstructor(nn.Module):
     """psi: features ``(C, h, w)`` -> images ``(image C, H, W)`` in [0, 1]; see the module docstring.
 
     Args:
-        name: one of :data:`RECONSTRUCTORS` or :data:`CHECK_RECONSTRUCTORS`.
+        name: one of :data:`KNOWN_RECONSTRUCTORS` (audited, ensemble and check architectures).
         feature_shape: ``(C, h, w)`` of the featurizer's output.
         image_shape: ``(C, H, W)`` of the images.
     """
 
     def __init__(self, name: str, feature_shape: tuple[int, int, int], image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        if name not in RECONSTRUCTORS + CHECK_RECONSTRUCTORS:
-            raise ValueError(f"reconstructor must be one of {RECONSTRUCTORS + CHECK_RECONSTRUCTORS}, got {name!r}")
+        if name not in KNOWN_RECONSTRUCTORS:
+            raise ValueError(f"reconstructor must be one of {KNOWN_RECONSTRUCTORS}, got {name!r}")
         match = _NAME.match(name)
         assert match is not None
         channels = feature_shape[0]

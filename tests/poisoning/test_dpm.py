@@ -175,6 +175,47 @@ def test_feature_noise_puts_gaussian_noise_on_the_straw_mans_input_only(tiny: Ti
     assert not torch.equal(noiseless.state_dict()["0.body.6.weight"], dpm.state_dict()["0.body.6.weight"])
 
 
+def test_an_ensemble_makes_the_ssim_term_the_mean_magnitude_over_every_straw_man(tiny: Tiny) -> None:
+    split, shape, reconstructor, data = tiny.split, tiny.shape, tiny.reconstructor, tiny.data
+    torch.manual_seed(3)
+    members = [Reconstructor(name, shape, (1, 28, 28)) for name in ("rx3s2", "px3s2")]
+    frozen_copies = [{k: v.clone() for k, v in member.state_dict().items()} for member in members]
+    dpm = DeepPoisoningModule(shape[0])
+    reference = DeepPoisoningModule(shape[0])
+    reference.load_state_dict(dpm.state_dict())
+    settings = {"ssim_weight": 3.0, "epochs": 1, "batch_size": 32, "device": CPU}
+    result = train_dpm(
+        dpm, split, reconstructor, data, ensemble=members, generator=torch.Generator().manual_seed(5), **settings
+    )
+
+    # Independent loop: L = CE + 3 * (|SSIM_psi| + |SSIM_rx3s2| + |SSIM_px3s2|) / 3, batch means.
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    for module in (split.featurizer, split.decider, reconstructor, *members):
+        module.eval()
+    psi_ssim_sum = 0.0
+    for images, labels in batches(data, 32, CPU, torch.Generator().manual_seed(5)):
+        poisoned = reference(split.featurizer(images).detach())
+        magnitudes = [ssim_per_image(straw(poisoned), images).abs().mean() for straw in (reconstructor, *members)]
+        loss = F.cross_entropy(split.decider(poisoned), labels) + 3.0 * sum(magnitudes) / 3
+        psi_ssim_sum += ssim_per_image(reconstructor(poisoned), images).detach().sum().item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for (name, trained), expected in zip(dpm.state_dict().items(), reference.state_dict().values(), strict=True):
+        # Adam's step normalisation magnifies float summation-order noise (1e-5 after 4 steps).
+        torch.testing.assert_close(trained, expected, rtol=1e-3, atol=1e-4, msg=name)
+    assert result.ssim == pytest.approx(psi_ssim_sum / len(data), abs=1e-4)  # psi's own SSIM, not the ensemble's
+    for member, before in zip(members, frozen_copies, strict=True):  # the straw men stay frozen
+        for name, value in member.state_dict().items():
+            torch.testing.assert_close(value, before[name], msg=name)
+
+    alone = DeepPoisoningModule(shape[0])
+    alone.load_state_dict(reference.state_dict())
+    train_dpm(alone, split, reconstructor, data, generator=torch.Generator().manual_seed(5), **settings)
+    differences = [(alone.state_dict()[name] - value).abs().max() for name, value in dpm.state_dict().items()]
+    assert max(differences) > 1e-3  # far above the tolerance: the ensemble term changed training
+
+
 def test_negative_feature_noise_is_rejected_before_training(tiny: Tiny) -> None:
     dpm = DeepPoisoningModule(tiny.shape[0])
     with pytest.raises(ValueError, match=r"feature_noise must be >= 0, got -0.1"):

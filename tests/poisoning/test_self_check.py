@@ -119,7 +119,7 @@ def test_without_a_check_draw_zero_is_used_unchecked(setting: Setting) -> None:
 @pytest.mark.parametrize(
     ("name", "threshold", "draws", "pattern"),
     [
-        ("rx4s2", 0.2, 3, r"the checker must be one of \('rx3s2',\), got 'rx4s2'"),
+        ("rx4s2", 0.2, 3, r"the checker must be one of \('rx3s2', 'rx5s2'\), got 'rx4s2'"),
         ("rx3s2", 0.0, 3, r"threshold must be in \(0, 1\], got 0.0"),
         ("rx3s2", 1.5, 3, r"threshold must be in \(0, 1\], got 1.5"),
         ("rx3s2", 0.2, 0, "draws must be >= 1, got 0"),

@@ -16,6 +16,7 @@ from flwr_privshare.poisoning import Reconstructor, SelfCheck, poisoned_features
 from flwr_privshare.strategies import FeatureSharing
 from flwr_privshare.strategies.feature_sharing import (
     CHECK_RECONSTRUCTOR_KEY,
+    ENSEMBLE_KEY,
     FEATURES_KEY,
     RECONSTRUCTOR_KEY,
     SELF_CHECK_FAILED,
@@ -65,6 +66,7 @@ def test_configure_train_sends_phi_psi_and_the_dpm_settings() -> None:
         "reconstructor": "px2s2",
         "ssim-weight": 0.5,
         "feature-noise": 0.25,
+        "ensemble": "",
         "dpm-epochs": 1,
         "shared-samples": 64,
     }
@@ -183,6 +185,25 @@ def test_with_a_self_check_the_checker_and_its_settings_are_sent() -> None:
         torch.testing.assert_close(sent[name], tensor)
     config = message.content.config_records["config"]
     assert (config["check-reconstructor"], config["check-threshold"], config["check-draws"]) == ("rx3s2", 0.2, 3)
+
+
+def test_an_ensemble_is_sent_in_order_with_its_names() -> None:
+    torch.manual_seed(4)
+    members = [Reconstructor(name, SHAPE, (1, 28, 28)) for name in ("rx3s2-c", "px3s2")]
+    sharing = strategy(ensemble=members)
+    (message,) = sharing.configure_train(
+        1, ArrayRecord(build_model("mnist-cnn").state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
+    )
+    assert set(message.content.array_records) == {"arrays", RECONSTRUCTOR_KEY, "ensemble-0", "ensemble-1"}
+    assert message.content.config_records["config"][ENSEMBLE_KEY] == "rx3s2-c,px3s2"
+    for index, member in enumerate(members):
+        sent = message.content[f"{ENSEMBLE_KEY}-{index}"].to_torch_state_dict()
+        for name, tensor in member.state_dict().items():
+            torch.testing.assert_close(sent[name], tensor)
+    (plain,) = strategy().configure_train(
+        1, ArrayRecord(build_model("mnist-cnn").state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
+    )
+    assert plain.content.config_records["config"][ENSEMBLE_KEY] == ""
 
 
 def test_withheld_replies_are_counted_and_client_metrics_averaged(mnist_test: ImageDataset) -> None:
