@@ -4,7 +4,8 @@ Four entities hold 10% / 10% / 10% / 1% of the CIFAR-10 training rows (disjoint,
 the public split). They share a featurizer phi1 (a CIFAR CNN trained on the public split,
 cut at ``--hook``); each trains its own DPM against the straw-man reconstructor px2s2 and
 can share ``P(phi1 x)`` with labels. The DPM loss's settings default to the ``dpm_cifar``
-app's (lambda, feature noise, and its DPM epochs over all rounds). For an entity, a fresh
+app's (lambda, feature noise, and its DPM epochs over all rounds); the app's further straw
+men (``dpm-ensemble``) and self-check are not used here. For an entity, a fresh
 decider phi2 is trained on
 
 - its own features only;
