@@ -1,0 +1,47 @@
+"""The DPM transfer benchmark's command-line overrides of the app's run config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from benchmarks.app_runs import command_line
+from benchmarks.dpm_transfer import app_config, parse_override
+from flwr_privshare.config import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("dpm-lambda=20", ("dpm-lambda", 20)),
+        ("dpm-check-threshold=0.2", ("dpm-check-threshold", 0.2)),
+        ('dpm-ensemble=""', ("dpm-ensemble", "")),
+        ('dpm-check-reconstructor="rx3s2"', ("dpm-check-reconstructor", "rx3s2")),
+    ],
+)
+def test_overrides_read_toml_values(text: str, expected: tuple[str, object]) -> None:
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize("text", ["dpm-lambda", "dpm-ensemble=rx3s2", "dpm-lambda=1 2"])
+def test_a_malformed_override_is_refused_with_an_example(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--set reads key=value with a TOML value, e\.g\. "):
+        parse_override(text)
+
+
+def test_overrides_replace_the_app_defaults_and_are_validated() -> None:
+    default = app_config(Path("data"), 100)
+    assert default.ensemble_names == ["px3s2", "rx3s2", "rx3s2-c"] and default.dpm_check_reconstructor == "rx5s2"
+    single = app_config(Path("data"), 100, {"dpm-ensemble": "", "dpm-check-reconstructor": "rx3s2"})
+    assert single.ensemble_names == [] and single.dpm_check_reconstructor == "rx3s2"
+    assert single.dpm_lambda == default.dpm_lambda  # everything else stays the app's
+    with pytest.raises(ConfigError, match="'dpm-ensemble' is 'rx4s2'"):
+        app_config(Path("data"), 100, {"dpm-ensemble": "rx4s2"})
+
+
+def test_the_command_line_writes_flags_bare_and_skips_unset_options() -> None:
+    assert command_line("benchmarks.x", {"clients": 8, "no_self_check": True, "stem": ""}) == (
+        "python -m benchmarks.x --clients 8 --no-self-check"
+    )
