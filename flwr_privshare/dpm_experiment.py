@@ -141,8 +141,10 @@ def train_stand_in_dpm(
     ensemble: Sequence[Reconstructor] = (),
     self_check: SelfCheck | None = None,
     stream: tuple[object, ...] = (),
+    rounds: int | None = None,
 ) -> CheckedDPM:
-    """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in every round.
+    """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in ``rounds``
+    rounds (default: every round of ``config``).
 
     It trains against ``straw_man`` and the clients' ``ensemble``. With ``self_check``, a draw
     that fails the check is replaced by a fresh one, as a client does. ``stream`` extends the
@@ -162,7 +164,7 @@ def train_stand_in_dpm(
             ssim_weight=ssim_weight,
             feature_noise=config.dpm_feature_noise,
             ensemble=ensemble,
-            epochs=config.dpm_epochs * config.num_server_rounds,
+            epochs=config.dpm_epochs * (rounds or config.num_server_rounds),
             batch_size=config.batch_size,
             learning_rate=config.dpm_learning_rate,
             device=get_device(),
@@ -186,7 +188,9 @@ def audit(
     """The stand-in DPM's report on the test set, and the images of the sample figure.
 
     The stand-in trains against the clients' straw men (``ensemble`` included) and passes
-    their ``self_check`` as a client's DPM must before it shares.
+    their ``self_check`` as a client's DPM must before it shares. With more than one round, a
+    second stand-in trained for one round only (``first_round/*``) measures the DPM a client
+    shares its round-1 features with.
     """
     device = get_device()
     shape = feature_shape(split.featurizer, test.image_shape)
@@ -227,6 +231,25 @@ def audit(
         report["stand_in_check_ssim"] = stand_in.check_ssim
         report["stand_in_check_passed"] = float(stand_in.passed)
     report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
+    if config.num_server_rounds > 1:
+        # What a client shares in round 1 comes from a DPM trained for one round only.
+        first = train_stand_in_dpm(
+            config,
+            split,
+            straw_man,
+            stand_in_data,
+            ssim_weight=config.dpm_lambda,
+            ensemble=ensemble,
+            self_check=self_check,
+            rounds=1,
+        )
+        early = evaluate_poisoning(split, first.dpm, reconstructors, test, device=device)
+        report["first_round/accuracy_poisoned"] = early["accuracy_poisoned"]
+        report |= {f"first_round/{name}/ssim_poisoned": early[f"{name}/ssim_poisoned"] for name in reconstructors}
+        report["first_round/draws"] = first.draws
+        if self_check is not None:
+            report["first_round/check_ssim"] = first.check_ssim
+            report["first_round/check_passed"] = float(first.passed)
     report |= {f"reference/ssim_{key}": value for key, value in reference_ssim(test, device=device).items()}
 
     unseen = [name for name in reconstructors if name != config.dpm_reconstructor]

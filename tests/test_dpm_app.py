@@ -93,6 +93,10 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
     assert summary["privacy"]["ensemble"] == ["px3s2", "rx3s2", "rx3s2-c"]  # the app's further straw men
     assert summary["withheld_replies"] == 0
     assert summary["privacy"]["stand_in_draws"] == 1 and summary["privacy"]["stand_in_check_passed"] == 1.0
+    # The audit also measures the DPM a client shares with in round 1 (one round of training).
+    first_round = {f"first_round/{name}/ssim_poisoned" for name in RECONSTRUCTORS}
+    assert first_round | {"first_round/accuracy_poisoned", "first_round/draws"} <= set(summary["privacy"])
+    assert summary["privacy"]["first_round/check_passed"] == 1.0
     assert all(-1.0 <= float(row["train_dpm-check-ssim"]) <= 1.0 for row in rows[1:])
     assert all(float(row["train_dpm-draws"]) == 1.0 and row["train_withheld"] == "0" for row in rows[1:])
     check_wire(folder, "mnist-cnn", (1, 28, 28))

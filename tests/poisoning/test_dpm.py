@@ -242,3 +242,14 @@ def test_stand_in_dpms_are_reproducible_and_each_stream_is_its_own(tiny: Tiny) -
     audit = weights(())
     assert torch.equal(audit, weights(()))
     assert not torch.equal(audit, weights(("client", 1)))
+
+
+def test_a_stand_in_for_fewer_rounds_trains_as_a_shorter_run_would(tiny: Tiny) -> None:
+    def weights(rounds_in_run: int, rounds: int | None) -> torch.Tensor:
+        config = ExperimentConfig(num_server_rounds=rounds_in_run, dpm_epochs=1, batch_size=32)
+        dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, rounds=rounds).dpm
+        return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
+
+    first_round = weights(3, 1)
+    assert torch.equal(first_round, weights(1, None))
+    assert not torch.equal(first_round, weights(3, None))
