@@ -137,6 +137,11 @@ class FeatureSharing(FedAvg):
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         if shared_samples < 0:
             raise ValueError(f"shared_samples must be >= 0 (0: all), got {shared_samples}")
+        if self_check is not None and self_check.checker.name in {member.name for member in ensemble}:
+            raise ValueError(
+                f"the check reconstructor {self_check.checker.name!r} is also in the ensemble; "
+                "a client must check its DPM with a reconstructor it was not trained against"
+            )
         self.model = build_model(model_name, num_classes)
         self.split = split_model(self.model, hook)
         self.feature_shape = feature_shape(self.split.featurizer, image_shape)

@@ -170,6 +170,9 @@ def test_bad_settings_are_rejected() -> None:
         )
     with pytest.raises(ValueError, match="shared_samples must be >= 0"):
         strategy(shared_samples=-5)
+    seen = Reconstructor("rx3s2", SHAPE, (1, 28, 28))
+    with pytest.raises(ValueError, match="the check reconstructor 'rx3s2' is also in the ensemble"):
+        strategy(ensemble=[seen], self_check=SelfCheck(seen, threshold=0.1, draws=1))
 
 
 def test_with_a_self_check_the_checker_and_its_settings_are_sent() -> None:
