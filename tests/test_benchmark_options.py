@@ -33,10 +33,10 @@ def test_a_malformed_override_is_refused_with_an_example(text: str) -> None:
 
 def test_overrides_replace_the_app_defaults_and_are_validated() -> None:
     default = app_config(Path("data"), 100)
-    assert default.ensemble_names == ["px3s2", "rx3s2", "rx3s2-c"] and default.dpm_check_reconstructor == "rx5s2"
-    single = app_config(Path("data"), 100, {"dpm-ensemble": "", "dpm-check-reconstructor": "rx3s2"})
-    assert single.ensemble_names == [] and single.dpm_check_reconstructor == "rx3s2"
-    assert single.dpm_lambda == default.dpm_lambda  # everything else stays the app's
+    assert default.ensemble_names == [] and default.dpm_check_reconstructor == "rx3s2"
+    ensemble = app_config(Path("data"), 100, {"dpm-ensemble": "px3s2,rx3s2-c", "dpm-check-reconstructor": "rx5s2"})
+    assert ensemble.ensemble_names == ["px3s2", "rx3s2-c"] and ensemble.dpm_check_reconstructor == "rx5s2"
+    assert ensemble.dpm_lambda == default.dpm_lambda  # everything else stays the app's
     with pytest.raises(ConfigError, match="'dpm-ensemble' is 'rx4s2'"):
         app_config(Path("data"), 100, {"dpm-ensemble": "rx4s2"})
 
