@@ -196,15 +196,20 @@ def audit(
     shape = feature_shape(split.featurizer, test.image_shape)
     straw_man = reconstructors[config.dpm_reconstructor]
 
-    stand_in = train_stand_in_dpm(
-        config,
-        split,
-        straw_man,
-        stand_in_data,
-        ssim_weight=config.dpm_lambda,
-        ensemble=ensemble,
-        self_check=self_check,
-    )
+    def clients_procedure(rounds: int | None = None) -> CheckedDPM:
+        """A stand-in trained with the clients' loss, straw men and self-check."""
+        return train_stand_in_dpm(
+            config,
+            split,
+            straw_man,
+            stand_in_data,
+            ssim_weight=config.dpm_lambda,
+            ensemble=ensemble,
+            self_check=self_check,
+            rounds=rounds,
+        )
+
+    stand_in = clients_procedure()
     dpm = stand_in.dpm
     # Control for the equivalence check: the same P trained on the same data with lambda = 0
     # separates what poisoning costs from what fine-tuning P on the client's data gains.
@@ -233,16 +238,7 @@ def audit(
     report["accuracy_lambda_zero"] = evaluate_poisoning(split, control, {}, test, device=device)["accuracy_poisoned"]
     if config.num_server_rounds > 1:
         # What a client shares in round 1 comes from a DPM trained for one round only.
-        first = train_stand_in_dpm(
-            config,
-            split,
-            straw_man,
-            stand_in_data,
-            ssim_weight=config.dpm_lambda,
-            ensemble=ensemble,
-            self_check=self_check,
-            rounds=1,
-        )
+        first = clients_procedure(rounds=1)
         early = evaluate_poisoning(split, first.dpm, reconstructors, test, device=device)
         report["first_round/accuracy_poisoned"] = early["accuracy_poisoned"]
         report |= {f"first_round/{name}/ssim_poisoned": early[f"{name}/ssim_poisoned"] for name in reconstructors}
