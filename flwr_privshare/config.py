@@ -77,6 +77,9 @@ class ExperimentConfig:
             :data:`~flwr_privshare.poisoning.ENSEMBLE_RECONSTRUCTORS` the DPMs are trained
             against together with ``dpm_reconstructor`` ("": the paper's single straw man; see
             :func:`~flwr_privshare.poisoning.train_dpm`).
+        dpm_ensemble_instances: trained instances of each ``dpm_ensemble`` architecture, from
+            seeds of their own (1: one each). A DPM trained against few instances fools those
+            instances rather than the architecture, so more instances transfer better.
         dpm_lambda: weight of the SSIM term in the DPM loss (Eq. 3).
         dpm_feature_noise: relative std of the noise on the straw man's input in the DPM
             loss's SSIM term (0: the paper's loss; see :func:`~flwr_privshare.poisoning.train_dpm`).
@@ -130,6 +133,7 @@ class ExperimentConfig:
     dpm_hook: str = "pool1"
     dpm_reconstructor: str = "px2s2"
     dpm_ensemble: str = ""
+    dpm_ensemble_instances: int = 1
     dpm_lambda: float = 1.0
     dpm_feature_noise: float = 0.0
     dpm_epochs: int = 1
@@ -200,6 +204,12 @@ class ExperimentConfig:
                 self.dpm_ensemble,
                 f"'' or distinct comma-separated names from {ENSEMBLE_RECONSTRUCTORS}",
             )
+        _require(
+            self.dpm_ensemble_instances == 1 or (self.dpm_ensemble_instances > 1 and self.ensemble_names),
+            "dpm-ensemble-instances",
+            self.dpm_ensemble_instances,
+            "a positive integer, and 1 when dpm-ensemble is ''",
+        )
         _require(
             self.dpm_check_reconstructor in ("", *CHECK_RECONSTRUCTORS),
             "dpm-check-reconstructor",

@@ -97,10 +97,19 @@ def train_reconstructors(
 
 
 def train_public_reconstructor(
-    config: ExperimentConfig, name: str, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
+    config: ExperimentConfig,
+    name: str,
+    split: SplitModel,
+    public: ImageDataset,
+    shape: tuple[int, int, int],
+    instance: int = 0,
 ) -> Reconstructor:
-    """Reconstructor ``name``, trained with L1 on the public split, from seeds of its own."""
-    with seeded(derive_seed(config.seed, "reconstructor-init", name)):
+    """Reconstructor ``name``, trained with L1 on the public split, from seeds of its own.
+
+    ``instance`` > 0 gives further instances of the same architecture, each from other seeds.
+    """
+    stream = (name,) if instance == 0 else (name, instance)
+    with seeded(derive_seed(config.seed, "reconstructor-init", *stream)):
         reconstructor = Reconstructor(name, shape, public.image_shape)
     l1 = train_reconstructor(
         reconstructor,
@@ -108,17 +117,24 @@ def train_public_reconstructor(
         public,
         epochs=config.reconstructor_epochs,
         device=get_device(),
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", name)),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "reconstructor", *stream)),
     )
-    log(INFO, "reconstructor %s trained on the public split: L1 %.4f", name, l1)
+    log(INFO, "reconstructor %s (instance %d) trained on the public split: L1 %.4f", name, instance, l1)
     return reconstructor
 
 
 def ensemble_for(
     config: ExperimentConfig, split: SplitModel, public: ImageDataset, shape: tuple[int, int, int]
 ) -> list[Reconstructor]:
-    """The further straw men of ``config.dpm_ensemble``, trained on the public split (none by default)."""
-    return [train_public_reconstructor(config, name, split, public, shape) for name in config.ensemble_names]
+    """The further straw men of ``config.dpm_ensemble``, trained on the public split (none by default).
+
+    ``config.dpm_ensemble_instances`` instances of each architecture, architecture by architecture.
+    """
+    return [
+        train_public_reconstructor(config, name, split, public, shape, instance)
+        for name in config.ensemble_names
+        for instance in range(config.dpm_ensemble_instances)
+    ]
 
 
 def self_check_for(
@@ -352,6 +368,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             "privacy": {
                 "straw_man": config.dpm_reconstructor,
                 "ensemble": config.ensemble_names,
+                "ensemble_instances": config.dpm_ensemble_instances,
                 "self_check": (
                     {
                         "checker": config.dpm_check_reconstructor,

@@ -51,6 +51,11 @@ SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
             r"'dpm-check-reconstructor' is 'rx3s2'; it must be a reconstructor the DPMs are not trained against "
             r"\(dpm-ensemble is 'px3s2,rx3s2'\)",
         ),
+        (
+            {"dpm-ensemble": "px3s2", "dpm-ensemble-instances": 0},
+            r"'dpm-ensemble-instances' is 0; it must be a positive integer, and 1 when dpm-ensemble is ''",
+        ),
+        ({"dpm-ensemble-instances": 2}, "'dpm-ensemble-instances' is 2; it must be a positive integer, and 1 when"),
         ({"dpm-check-threshold": 0.0}, r"'dpm-check-threshold' is 0.0; it must be a number in \(0, 1\]"),
         ({"dpm-check-threshold": 1.5}, r"'dpm-check-threshold' is 1.5; it must be a number in \(0, 1\]"),
         ({"dpm-check-draws": 0}, "'dpm-check-draws' is 0; it must be a positive integer"),

@@ -80,8 +80,13 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
 
 
 def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path) -> None:
-    # One further straw man (the app's default has none) runs the ensemble through the whole app.
-    overrides = {"dpm-bootstrap": "fedavg", "dataset": "ylecun/mnist", "dpm-ensemble": "px3s2"}
+    # Two instances of one further straw man (the app's default has none) run the ensemble through the app.
+    overrides = {
+        "dpm-bootstrap": "fedavg",
+        "dataset": "ylecun/mnist",
+        "dpm-ensemble": "px3s2",
+        "dpm-ensemble-instances": 2,
+    }
     folder = run_dpm(tmp_path, data_root / "mnist", **overrides)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["bootstrap"] == "fedavg" and summary["model"] == "mnist-cnn"
@@ -92,7 +97,7 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
     assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(summary["privacy"])
     # The app's self-check ran: the checker was trained and sent, clients and the stand-in checked their DPMs.
     assert summary["privacy"]["self_check"] == {"checker": "rx3s2", "threshold": 1.0, "draws": 3}
-    assert summary["privacy"]["ensemble"] == ["px3s2"]
+    assert summary["privacy"]["ensemble"] == ["px3s2"] and summary["privacy"]["ensemble_instances"] == 2
     assert summary["withheld_replies"] == 0
     assert summary["privacy"]["stand_in_draws"] == 1 and summary["privacy"]["stand_in_check_passed"] == 1.0
     # The audit also measures the DPM a client shares with in round 1 (one round of training).

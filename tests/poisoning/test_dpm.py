@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from flwr_privshare.config import ExperimentConfig
 from flwr_privshare.data import ImageDataset
-from flwr_privshare.dpm_experiment import train_stand_in_dpm
+from flwr_privshare.dpm_experiment import ensemble_for, train_stand_in_dpm
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import (
     DeepPoisoningModule,
@@ -253,3 +253,21 @@ def test_a_stand_in_for_fewer_rounds_trains_as_a_shorter_run_would(tiny: Tiny) -
     first_round = weights(3, 1)
     assert torch.equal(first_round, weights(1, None))
     assert not torch.equal(first_round, weights(3, None))
+
+
+def test_the_ensemble_holds_the_asked_instances_of_each_architecture_and_the_first_is_unchanged(tiny: Tiny) -> None:
+    def members(instances: int) -> list[Reconstructor]:
+        config = ExperimentConfig(
+            dpm_ensemble="px3s2,rx3s2-c", dpm_ensemble_instances=instances, reconstructor_epochs=1, batch_size=64
+        )
+        return ensemble_for(config, tiny.split, tiny.data, tiny.shape)
+
+    def weights(member: Reconstructor) -> torch.Tensor:
+        return torch.cat([parameter.detach().flatten() for parameter in member.parameters()])
+
+    one, two = members(1), members(2)
+    assert [member.name for member in one] == ["px3s2", "rx3s2-c"]
+    assert [member.name for member in two] == ["px3s2", "px3s2", "rx3s2-c", "rx3s2-c"]
+    # Instance 0 is the member a one-instance ensemble holds; instance 1 comes from seeds of its own.
+    assert torch.equal(weights(two[0]), weights(one[0])) and torch.equal(weights(two[2]), weights(one[1]))
+    assert not torch.equal(weights(two[1]), weights(two[0])) and not torch.equal(weights(two[3]), weights(two[2]))
