@@ -205,7 +205,7 @@ class ExperimentConfig:
                 f"'' or distinct comma-separated names from {ENSEMBLE_RECONSTRUCTORS}",
             )
         _require(
-            self.dpm_ensemble_instances == 1 or (self.dpm_ensemble_instances > 1 and self.ensemble_names),
+            self.dpm_ensemble_instances == 1 or (self.dpm_ensemble_instances > 1 and bool(self.ensemble_names)),
             "dpm-ensemble-instances",
             self.dpm_ensemble_instances,
             "a positive integer, and 1 when dpm-ensemble is ''",
