@@ -84,6 +84,9 @@ class ExperimentConfig:
         dpm_feature_noise: relative std of the noise on the straw man's input in the DPM
             loss's SSIM term (0: the paper's loss; see :func:`~flwr_privshare.poisoning.train_dpm`).
         dpm_epochs: local DPM training epochs per round.
+        dpm_warmup_epochs: further epochs a fresh DPM (a client's first, or a redraw) trains
+            before it shares: without them, features shared in a client's first round come
+            from a DPM trained ``dpm_epochs`` only, which leaks more than later ones.
         dpm_learning_rate: Adam's learning rate for the DPM.
         dpm_shared_samples: poisoned features each client shares per round (0: all).
         dpm_check_reconstructor: the reconstructor, one of
@@ -137,6 +140,7 @@ class ExperimentConfig:
     dpm_lambda: float = 1.0
     dpm_feature_noise: float = 0.0
     dpm_epochs: int = 1
+    dpm_warmup_epochs: int = 0
     dpm_learning_rate: float = 1e-3
     dpm_shared_samples: int = 1000
     dpm_check_reconstructor: str = ""
@@ -226,7 +230,14 @@ class ExperimentConfig:
             0 < self.dpm_check_threshold <= 1, "dpm-check-threshold", self.dpm_check_threshold, "a number in (0, 1]"
         )
         _require(self.dpm_check_draws > 0, "dpm-check-draws", self.dpm_check_draws, "a positive integer")
-        for key in ("public-size", "samples-per-client", "test-size", "oracle-epochs", "dpm-shared-samples"):
+        for key in (
+            "public-size",
+            "samples-per-client",
+            "test-size",
+            "oracle-epochs",
+            "dpm-shared-samples",
+            "dpm-warmup-epochs",
+        ):
             _require(self._get(key) >= 0, key, self._get(key), "a non-negative integer")
         _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a positive number")
         _require(self.dirichlet_alpha > 0, "dirichlet-alpha", self.dirichlet_alpha, "a positive number")

@@ -160,7 +160,7 @@ def train_stand_in_dpm(
     rounds: int | None = None,
 ) -> CheckedDPM:
     """A DPM trained like a client's, on ``data``, for as many epochs as a client that took part in ``rounds``
-    rounds (default: every round of ``config``).
+    rounds (default: every round of ``config``), its warm-up included.
 
     It trains against ``straw_man`` and the clients' ``ensemble``. With ``self_check``, a draw
     that fails the check is replaced by a fresh one, as a client does. ``stream`` extends the
@@ -180,7 +180,7 @@ def train_stand_in_dpm(
             ssim_weight=ssim_weight,
             feature_noise=config.dpm_feature_noise,
             ensemble=ensemble,
-            epochs=config.dpm_epochs * (rounds or config.num_server_rounds),
+            epochs=config.dpm_warmup_epochs + config.dpm_epochs * (rounds or config.num_server_rounds),
             batch_size=config.batch_size,
             learning_rate=config.dpm_learning_rate,
             device=get_device(),
@@ -325,6 +325,7 @@ def run_dpm_experiment(grid: Grid, context: Context) -> Path:
             ssim_weight=config.dpm_lambda,
             feature_noise=config.dpm_feature_noise,
             dpm_epochs=config.dpm_epochs,
+            warmup_epochs=config.dpm_warmup_epochs,
             shared_samples=config.dpm_shared_samples,
             ensemble=ensemble,
             self_check=self_check,

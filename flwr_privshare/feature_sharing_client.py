@@ -26,6 +26,7 @@ from flwr_privshare.strategies.feature_sharing import (
     RECONSTRUCTOR_KEY,
     SELF_CHECK_FAILED,
     TASK,
+    WARMUP_KEY,
 )
 
 from .clients import client_partition, train_handler
@@ -73,13 +74,16 @@ def feature_sharing_handler(msg: Message, context: Context) -> Message:
             dpm = DeepPoisoningModule(shape[0])
         if stored is not None and not draw:
             dpm.load_state_dict(stored.to_torch_state_dict())
+            warmup = 0
+        else:  # a fresh P warms up first: no P shares after fewer than dpm-epochs + warm-up epochs
+            warmup = int(cast(int, settings.get(WARMUP_KEY, 0)))
         result = train_dpm(
             dpm,
             split,
             reconstructor,
             data,
             ssim_weight=float(cast(float, settings["ssim-weight"])),
-            epochs=int(cast(int, settings["dpm-epochs"])),
+            epochs=warmup + int(cast(int, settings["dpm-epochs"])),
             feature_noise=float(cast(float, settings["feature-noise"])),
             ensemble=ensemble,
             batch_size=config.batch_size,

@@ -47,6 +47,7 @@ FEATURES_KEY = "features"
 RECONSTRUCTOR_KEY = "reconstructor"
 CHECK_RECONSTRUCTOR_KEY = "check-reconstructor"
 ENSEMBLE_KEY = "ensemble"  # member i's weights travel under f"{ENSEMBLE_KEY}-{i}"
+WARMUP_KEY = "dpm-warmup-epochs"  # further epochs a fresh DPM trains before it shares
 SELF_CHECK_FAILED = 1  # the error code of a client's reply withheld because no DPM draw passed its self-check
 CLIENT_METRICS = ("dpm-ssim", "dpm-check-ssim", "dpm-draws")
 TASK = "feature-sharing"
@@ -81,6 +82,8 @@ class FeatureSharing(FedAvg):
         (:func:`~flwr_privshare.poisoning.train_dpm`); 0 is the paper's loss.
     dpm_epochs : int (default: 1)
         Local DPM training epochs per round.
+    warmup_epochs : int (default: 0)
+        Further epochs a fresh DPM (a client's first, or a redraw) trains before it shares.
     shared_samples : int (default: 1000)
         Features each client shares per round (0: all of its data).
     ensemble : Sequence[Reconstructor] (default: ())
@@ -111,6 +114,7 @@ class FeatureSharing(FedAvg):
         ssim_weight: float = 1.0,
         feature_noise: float = 0.0,
         dpm_epochs: int = 1,
+        warmup_epochs: int = 0,
         shared_samples: int = 1000,
         ensemble: Sequence[Reconstructor] = (),
         self_check: SelfCheck | None = None,
@@ -135,6 +139,8 @@ class FeatureSharing(FedAvg):
         for name, value in (("dpm_epochs", dpm_epochs), ("refine_epochs", refine_epochs)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if shared_samples < 0:
             raise ValueError(f"shared_samples must be >= 0 (0: all), got {shared_samples}")
         if self_check is not None and self_check.checker.name in {member.name for member in ensemble}:
@@ -148,7 +154,7 @@ class FeatureSharing(FedAvg):
         self.model_name, self.hook, self.num_classes = model_name, hook, num_classes
         self.reconstructor = reconstructor
         self.ssim_weight, self.dpm_epochs, self.shared_samples = ssim_weight, dpm_epochs, shared_samples
-        self.feature_noise = feature_noise
+        self.feature_noise, self.warmup_epochs = feature_noise, warmup_epochs
         self.ensemble = list(ensemble)
         self.self_check = self_check
         self.refine_epochs, self.refine_batch_size = refine_epochs, refine_batch_size
@@ -196,6 +202,7 @@ class FeatureSharing(FedAvg):
                 "feature-noise": self.feature_noise,
                 ENSEMBLE_KEY: ",".join(member.name for member in self.ensemble),
                 "dpm-epochs": self.dpm_epochs,
+                WARMUP_KEY: self.warmup_epochs,
                 "shared-samples": self.shared_samples,
                 **self._check_settings(),
             }

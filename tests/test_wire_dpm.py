@@ -17,14 +17,20 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from flwr_privshare.clients import client_partition
+from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
 from flwr_privshare.data import load_split
 from flwr_privshare.feature_sharing_client import DPM_STATE_KEY, feature_sharing_handler
 from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor, SelfCheck
+from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor, SelfCheck, split_model, train_dpm
 from flwr_privshare.strategies import FeatureSharing
 from flwr_privshare.strategies.feature_sharing import SELF_CHECK_FAILED
 
 from .strategies.test_dp_fedavg import FakeGrid
+
+
+def client_run_config(data_root: Path) -> dict[str, object]:
+    return {"data-dir": str(data_root / "mnist"), "samples-per-client": 48, "public-size": 1000, "batch-size": 16}
 
 
 def dpm_round(
@@ -33,6 +39,7 @@ def dpm_round(
     state: RecordDict,
     self_check: SelfCheck | None = None,
     ensemble: Sequence[Reconstructor] = (),
+    warmup_epochs: int = 0,
 ) -> tuple[Message, Context]:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # the server builds the message
     torch.manual_seed(0)
@@ -40,12 +47,13 @@ def dpm_round(
     sharing = FeatureSharing(
         "mnist-cnn", "pool1", Reconstructor("px2s2", (16, 14, 14), (1, 28, 28)),
         image_shape=(1, 28, 28), num_classes=10, shared_samples=32, self_check=self_check, ensemble=ensemble,
+        warmup_epochs=warmup_epochs,
     )  # fmt: skip
     (message,) = sharing.configure_train(
         server_round, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(1))
     )
     TaskIdentity.node_id = 1  # the client runs it
-    run_config = {"data-dir": str(data_root / "mnist"), "samples-per-client": 48, "public-size": 1000, "batch-size": 16}
+    run_config = client_run_config(data_root)
     context = Context(
         run_id=1,
         node_id=1,
@@ -97,6 +105,43 @@ def test_the_dpm_persists_across_rounds_in_the_client_state(data_root: Path) -> 
     _, without_history = dpm_round(data_root, 2, RecordDict())
     restarted = without_history.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
     assert any(not torch.equal(second[k], restarted[k]) for k in second)
+
+
+def test_a_fresh_dpm_warms_up_before_it_shares_and_a_stored_one_does_not(data_root: Path) -> None:
+    _, warmed = dpm_round(data_root, 1, RecordDict(), warmup_epochs=2)
+    first = warmed.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+
+    # Reference: the client's first P, trained directly for dpm-epochs (1) + warm-up (2) epochs.
+    torch.manual_seed(0)  # as dpm_round builds Phi and the straw man
+    split = split_model(build_model("mnist-cnn"), "pool1")
+    straw_man = Reconstructor("px2s2", (16, 14, 14), (1, 28, 28))
+    config = ExperimentConfig.from_run_config(client_run_config(data_root))
+    with seeded(derive_seed(config.seed, "dpm-init", 0)):
+        reference = DeepPoisoningModule(16)
+    train_dpm(
+        reference,
+        split,
+        straw_man,
+        client_partition(config, 0, 4),
+        ssim_weight=1.0,
+        epochs=3,
+        batch_size=16,
+        learning_rate=config.dpm_learning_rate,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "dpm", 0, 1)),
+    )
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(first[name], tensor)
+
+    # A stored P continues for dpm-epochs only, whatever the warm-up.
+    def round_two(warmup_epochs: int) -> dict[str, torch.Tensor]:
+        state = RecordDict({DPM_STATE_KEY: ArrayRecord(first)})
+        _, context = dpm_round(data_root, 2, state, warmup_epochs=warmup_epochs)
+        return context.state.array_records[DPM_STATE_KEY].to_torch_state_dict()
+
+    with_warmup, without = round_two(2), round_two(0)
+    assert all(torch.equal(with_warmup[name], without[name]) for name in without)
+    assert any(not torch.equal(with_warmup[name], first[name]) for name in first)
 
 
 def checker() -> Reconstructor:

@@ -255,6 +255,19 @@ def test_a_stand_in_for_fewer_rounds_trains_as_a_shorter_run_would(tiny: Tiny) -
     assert not torch.equal(first_round, weights(3, None))
 
 
+def test_a_stand_in_trains_the_warm_up_epochs_before_its_rounds(tiny: Tiny) -> None:
+    def weights(rounds: int, warmup_epochs: int) -> torch.Tensor:
+        config = ExperimentConfig(
+            num_server_rounds=rounds, dpm_epochs=1, dpm_warmup_epochs=warmup_epochs, batch_size=32
+        )
+        dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0).dpm
+        return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
+
+    # One round after a 2-epoch warm-up is three epochs, as three rounds without one.
+    assert torch.equal(weights(1, 2), weights(3, 0))
+    assert not torch.equal(weights(1, 2), weights(1, 0))
+
+
 def test_the_ensemble_holds_the_asked_instances_of_each_architecture_and_the_first_is_unchanged(tiny: Tiny) -> None:
     def members(instances: int) -> list[Reconstructor]:
         config = ExperimentConfig(

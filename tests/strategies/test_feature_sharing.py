@@ -48,7 +48,7 @@ def real_features(sharing: FeatureSharing, data: ImageDataset) -> tuple[np.ndarr
 
 
 def test_configure_train_sends_phi_psi_and_the_dpm_settings() -> None:
-    sharing = strategy(ssim_weight=0.5, feature_noise=0.25, shared_samples=64)
+    sharing = strategy(ssim_weight=0.5, feature_noise=0.25, shared_samples=64, warmup_epochs=2)
     model = build_model("mnist-cnn")
     messages = list(
         sharing.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord(), cast(Grid, FakeGrid(4)))
@@ -68,6 +68,7 @@ def test_configure_train_sends_phi_psi_and_the_dpm_settings() -> None:
         "feature-noise": 0.25,
         "ensemble": "",
         "dpm-epochs": 1,
+        "dpm-warmup-epochs": 2,
         "shared-samples": 64,
     }
     for name, tensor in sharing.model.state_dict().items():  # the server's copy is the broadcast Phi
@@ -170,6 +171,8 @@ def test_bad_settings_are_rejected() -> None:
         )
     with pytest.raises(ValueError, match="shared_samples must be >= 0"):
         strategy(shared_samples=-5)
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0, got -1"):
+        strategy(warmup_epochs=-1)
     seen = Reconstructor("rx3s2", SHAPE, (1, 28, 28))
     with pytest.raises(ValueError, match="the check reconstructor 'rx3s2' is also in the ensemble"):
         strategy(ensemble=[seen], self_check=SelfCheck(seen, threshold=0.1, draws=1))
