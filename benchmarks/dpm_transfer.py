@@ -241,13 +241,14 @@ def main() -> None:
         results[setting] = summarise(reports, controls)
 
     references = reference_ssim(test, device=device)
+    epochs = config.dpm_warmup_epochs + config.dpm_epochs * config.num_server_rounds
     header = (
         f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None, 'set': None})}"
         + "".join(f" --set '{key}={json.dumps(value)}'" for key, value in args.set)
         + " --settings "
         + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
         + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
-        f"cifar-cnn cut at {config.dpm_hook}, {config.dpm_epochs * config.num_server_rounds} DPM epochs per client "
+        f"cifar-cnn cut at {config.dpm_hook}, {epochs} DPM epochs per client "
         f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, "
         f"further straw men {config.ensemble_names or 'none'} "
         f"({config.dpm_ensemble_instances} instance(s) each), seed {config.seed}; "
