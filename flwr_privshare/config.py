@@ -79,7 +79,8 @@ class ExperimentConfig:
             :func:`~flwr_privshare.poisoning.train_dpm`).
         dpm_ensemble_instances: trained instances of each ``dpm_ensemble`` architecture, from
             seeds of their own (1: one each). A DPM trained against few instances fools those
-            instances rather than the architecture, so more instances transfer better.
+            instances rather than the architecture; more instances were meant to transfer
+            better, but measured did not (README, "Further straw men").
         dpm_lambda: weight of the SSIM term in the DPM loss (Eq. 3).
         dpm_feature_noise: relative std of the noise on the straw man's input in the DPM
             loss's SSIM term (0: the paper's loss; see :func:`~flwr_privshare.poisoning.train_dpm`).
