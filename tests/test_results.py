@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flwr_privshare import results
 from flwr_privshare.results import RunFolder, atomic_write_json
 
 
@@ -40,4 +41,28 @@ def test_atomic_json_replaces_whole_files(tmp_path: Path) -> None:
     atomic_write_json(target, {"a": 1})
     atomic_write_json(target, {"b": 2})
     assert json.loads(target.read_text()) == {"b": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_write_gives_a_plain_files_permissions(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+
+    def fail(source: object, destination: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(target, {"b": 2})
+    assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
