@@ -23,7 +23,7 @@ from flwr_privshare.data import ImageDataset, load_split
 from flwr_privshare.dp.dpsgd import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, train_dp_sgd
 from flwr_privshare.models import build_model
 from flwr_privshare.results import atomic_write_json, package_versions
-from flwr_privshare.train import get_device, train
+from flwr_privshare.train import describe_device, get_device, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dp_overhead.json"
 
@@ -75,7 +75,7 @@ def main() -> None:
         "ratio": round(dp_rates[DEFAULT_GRAD_SAMPLE_MODE] / plain_rate, 3),
         "grad_sample_mode": DEFAULT_GRAD_SAMPLE_MODE,
         "dp_images_per_second_by_mode": {mode: round(rate, 1) for mode, rate in dp_rates.items()},
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": describe_device(device),
         "batch_size": args.batch_size,
         "images": len(data),
         "model": "cifar-cnn",

@@ -46,7 +46,7 @@ from flwr_privshare.poisoning import (
     train_reconstructor,
 )
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
-from flwr_privshare.train import get_device, train
+from flwr_privshare.train import describe_device, get_device, train
 
 from .app_runs import app_defaults, command_line
 
@@ -160,7 +160,7 @@ def main() -> None:
 
     lines = [
         f"Produced by `{command_line('benchmarks.dpm_entities', vars(args))}` "
-        f"({time.monotonic() - started:.0f} s on {device}).",
+        f"({time.monotonic() - started:.0f} s on {describe_device(device)}).",
         "",
         f"Shared featurizer: {MODEL} trained {args.bootstrap_epochs} epochs on the {args.public_size}-image public "
         f"split, cut at {args.hook}; each DPM trained {args.dpm_epochs} epochs with lambda {args.ssim_weight:g} and "

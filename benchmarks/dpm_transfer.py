@@ -55,7 +55,7 @@ from flwr_privshare.dpm_experiment import (
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, reference_ssim, split_model
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
-from flwr_privshare.train import get_device
+from flwr_privshare.train import describe_device, get_device
 
 from .app_runs import app_defaults, command_line
 
@@ -247,7 +247,7 @@ def main() -> None:
         + "".join(f" --set '{key}={json.dumps(value)}'" for key, value in args.set)
         + " --settings "
         + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
-        + f"` ({time.monotonic() - started:.0f} s on {device}). The `{APP}` app's defaults otherwise: "
+        + f"` ({time.monotonic() - started:.0f} s on {describe_device(device)}). The `{APP}` app's defaults otherwise: "
         f"cifar-cnn cut at {config.dpm_hook}, {epochs} DPM epochs per client "
         f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, "
         f"further straw men {config.ensemble_names or 'none'} "

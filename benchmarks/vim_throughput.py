@@ -21,7 +21,7 @@ import torch
 
 from flwr_privshare.data import load_split
 from flwr_privshare.results import atomic_write_json, package_versions
-from flwr_privshare.train import get_device
+from flwr_privshare.train import describe_device, get_device
 from flwr_privshare.visualmixer import visual_mix
 from flwr_privshare.visualmixer.reference import reference_visual_mix
 
@@ -83,7 +83,7 @@ def main() -> None:
         "images_per_second_with_vfe_report": round(report_rate, 1),
         "reference_images_per_second": round(reference_rate, 1),
         "speedup": round(rate / reference_rate, 1),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": describe_device(device),
         "batch_size": len(batch),
         "window_min": args.window_min,
         "window_max": args.window_max,

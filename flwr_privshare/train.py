@@ -23,6 +23,18 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or ``"cpu (N threads)"``: what a result file records about where it ran.
+
+    On the CPU the thread count belongs to the record because PyTorch's kernels sum in an
+    order that depends on it, so the same seed trains slightly different models with 1 and 2 threads.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+
+
 def make_optimizer(
     name: str, params: Sequence[torch.Tensor] | Iterator[torch.Tensor], lr: float
 ) -> torch.optim.Optimizer:
