@@ -27,7 +27,7 @@ def describe_device(device: torch.device) -> str:
     """The GPU's name, or ``"cpu (N threads)"``: what a result file records about where it ran.
 
     On the CPU the thread count belongs to the record because PyTorch's kernels sum in an
-    order that depends on it, so the same seed trains slightly different models with 1 and 2 threads.
+    order that depends on it, so the same seed trains different models with 1 and 2 threads.
     """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
