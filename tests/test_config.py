@@ -98,6 +98,7 @@ def test_window_larger_than_the_image_is_rejected() -> None:
                 "dpm-feature-noise": 0.3,
                 "dpm-check-reconstructor": "rx3s2",
                 "dpm-warmup-epochs": 2,
+                "dpm-check-threshold": 0.1,
             },
         ),
     ],
