@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+
+from .results import atomic_target
 
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMN = "label"
@@ -141,10 +142,8 @@ def _load_cached(key: str, read_table: Callable[[], pa.Table]) -> ImageDataset:
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(obj, handle)
-    os.replace(handle.name, path)
+    with atomic_target(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def decode_table(table: pa.Table) -> ImageDataset:

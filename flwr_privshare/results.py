@@ -15,7 +15,8 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,22 +35,28 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder.
+@contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder to write to; it replaces ``path`` when the block ends.
 
-    The temporary file is opened like any new file, so the result gets the permissions the
+    The temporary file is created like any new file, so the result gets the permissions the
     umask gives (``tempfile`` would make it private, 0600, which a shared results folder
-    does not want). If writing fails, the temporary file is removed and ``path`` is untouched.
+    does not want). If the block raises, the temporary file is removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with temporary.open("x", encoding="utf-8") as handle:
-            handle.write(text)
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_target`."""
+    with atomic_target(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -119,11 +126,11 @@ class RunFolder:
         """Save a matplotlib figure as ``<stem>.png`` in the run folder, atomically, and close it."""
         import matplotlib.pyplot as plt
 
-        target = self.path / f"{stem}.png"
-        temporary = target.with_suffix(".tmp.png")
-        figure.savefig(temporary, dpi=120)
-        plt.close(figure)
-        os.replace(temporary, target)
+        try:
+            with atomic_target(self.path / f"{stem}.png") as temporary:
+                figure.savefig(temporary, dpi=120, format="png")
+        finally:
+            plt.close(figure)
 
     def abort(self) -> None:
         """Remove the incomplete folder (a run that failed leaves nothing behind)."""

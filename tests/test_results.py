@@ -66,3 +66,23 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(
         atomic_write_json(target, {"b": 2})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_figure_that_fails_to_save_leaves_no_temporary(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = RunFolder(tmp_path, "run-d", {}, seed=0)
+    figure = plt.figure()
+
+    def fail(target: Path, **kwargs: object) -> None:
+        target.write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    figure.savefig = fail  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk full"):
+        folder.save_figure("broken", figure)
+    assert sorted(p.name for p in folder.path.iterdir()) == ["config.json"]
+    assert not plt.fignum_exists(figure.number)
