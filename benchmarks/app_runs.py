@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from flwr_privshare.launch import RunConfigValue, run_app
+from flwr_privshare.summary import RunSummary, load_summary
 
 SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
 
@@ -21,8 +21,8 @@ def app_defaults(app: str) -> dict[str, Any]:
 
 def run_summary(
     app: str, name: str, config: dict[str, RunConfigValue], num_clients: int, output_dir: Path
-) -> dict[str, Any]:
-    """Run ``simulations/<app>`` as run folder ``name`` under ``output_dir``; return its ``summary.json``.
+) -> RunSummary:
+    """Run ``simulations/<app>`` as run folder ``name`` under ``output_dir``; return its summary.
 
     Raises:
         SystemExit: the run did not complete (its log tail is in the message).
@@ -32,8 +32,7 @@ def run_summary(
     outcome = run_app(SIMULATIONS / app, config, federation, isolated=True)
     if not outcome.completed:
         raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-3000:]}")
-    summary: dict[str, Any] = json.loads((output_dir / name / "summary.json").read_text())
-    return summary
+    return load_summary(output_dir / name)
 
 
 def command_line(module: str, arguments: dict[str, Any]) -> str:

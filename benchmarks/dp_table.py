@@ -11,39 +11,39 @@ target epsilon at ``delta``:
 
     python -m benchmarks.dp_table --data-root ../shared/datasets --output-dir /tmp/dp-runs
 
-writes ``benchmarks/results/dp_table.md`` and ``.json``.
+writes ``experiments/dp_table/dp_table.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+from flwr_privshare.summary import RunSummary
 
 from .app_runs import command_line, run_summary
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "dp_table"
 
 # (protection, target epsilon; 0 = no DP)
 SETTINGS = [("none", 0.0), ("dp-sgd", 8.0), ("dp-sgd", 3.0), ("dp-fedavg", 8.0), ("dp-fedavg", 3.0)]
 
 
-def table_rows(summaries: list[dict[str, Any]]) -> list[str]:
+def table_rows(summaries: list[RunSummary]) -> list[str]:
     """Markdown rows, one per run."""
     lines = [
         "| data | protection | target epsilon | epsilon spent | noise multiplier | accuracy | wall time |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        dp = s["privacy"].get("dp")
+        dp = s.dp
         target = f"{dp['target_epsilon']:g}" if dp and dp.get("target_epsilon") else "-"
-        spent = f"{s['epsilon']:.2f}" if dp else "-"
+        spent = f"{s.epsilon:.2f}" if dp else "-"
         noise = f"{dp['noise_multiplier']:.3f}" if dp else "-"
         lines.append(
-            f"| {Path(s['dataset']).name} | {s['protection']} | {target} | {spent} | {noise} "
-            f"| {s['final_accuracy']:.1%} | {s['wall_time_s']:.0f} s |"
+            f"| {Path(s.dataset).name} | {s.protection} | {target} | {spent} | {noise} "
+            f"| {s.final_accuracy:.1%} | {s.wall_time_s:.0f} s |"
         )
     return lines
 
@@ -87,7 +87,8 @@ def main() -> None:
             "",
         ]
     )
-    atomic_write_json(RESULTS / "dp_table.json", {"runs": summaries, "versions": package_versions()})
+    runs = [summary.to_json() for summary in summaries]
+    atomic_write_json(RESULTS / "dp_table.json", {"runs": runs, "versions": package_versions()})
     atomic_write_text(RESULTS / "dp_table.md", text)
     print(text)
 

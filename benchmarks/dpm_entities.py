@@ -18,7 +18,7 @@ poisoned features) and how well px2s2 reconstructs each entity's shared features
 
     python -m benchmarks.dpm_entities --data-dir ../shared/datasets/cifar10
 
-writes ``benchmarks/results/dpm_entities.md`` and ``.json``.
+writes ``experiments/dpm_entities/dpm_entities.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from flwr_privshare.config import derive_seed
 from flwr_privshare.data import load_split, split_public
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import (
@@ -46,11 +45,12 @@ from flwr_privshare.poisoning import (
     train_reconstructor,
 )
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+from flwr_privshare.seeding import derive_seed
 from flwr_privshare.train import describe_device, get_device, train
 
 from .app_runs import app_defaults, command_line
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "dpm_entities"
 ENTITIES = {"A": 0.10, "B": 0.10, "C": 0.10, "D": 0.01}
 MODEL = "cifar-cnn"
 

@@ -24,7 +24,7 @@ app's refined one.
 
     python -m benchmarks.dpm_transfer --data-dir ../shared/datasets/cifar10
 
-writes ``benchmarks/results/dpm_transfer.md`` and ``.json`` (``dpm_transfer_no_check.*`` with
+writes ``experiments/dpm_transfer/dpm_transfer.md`` and ``.json`` (``dpm_transfer_no_check.*`` with
 ``--no-self-check``; ``--stem`` names them). ``--set key=value`` overrides an app default
 (TOML value, as in ``flwr run --run-config``), e.g. ``--set 'dpm-ensemble=""'`` for the
 paper's single straw man.
@@ -33,7 +33,6 @@ paper's single straw man.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -42,30 +41,32 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from flwr_privshare.clients import client_partition
-from flwr_privshare.config import ConfigError, ExperimentConfig, derive_seed, seeded
-from flwr_privshare.data import load_split, split_public
-from flwr_privshare.dpm_experiment import (
+from flwr_privshare.apps import DPMExperiment
+from flwr_privshare.config import CommonSection, ConfigError, RunConfig
+from flwr_privshare.data import client_partition, load_split, public_split
+from flwr_privshare.models import build_model
+from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, reference_ssim, split_model
+from flwr_privshare.poisoning.procedures import (
     bootstrap_on_public,
     ensemble_for,
     self_check_for,
     train_reconstructors,
     train_stand_in_dpm,
 )
-from flwr_privshare.models import build_model
-from flwr_privshare.poisoning import RECONSTRUCTORS, evaluate_poisoning, feature_shape, reference_ssim, split_model
+from flwr_privshare.poisoning.section import DPMSection
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+from flwr_privshare.seeding import derive_seed, seeded
 from flwr_privshare.train import describe_device, get_device
 
 from .app_runs import app_defaults, command_line
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "dpm_transfer"
 APP = "dpm_cifar"
 
 
-def app_config(data_dir: Path, test_size: int, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def app_config(data_dir: Path, test_size: int, overrides: dict[str, Any] | None = None) -> RunConfig:
     """The ``dpm_cifar`` app's default run config, on the local data folder, with ``overrides``."""
-    return ExperimentConfig.from_run_config(
+    return DPMExperiment().schema.parse(
         {**app_defaults(APP), "data-dir": str(data_dir), "test-size": test_size, **(overrides or {})}
     )
 
@@ -153,13 +154,13 @@ def markdown(results: dict[str, dict[str, Any]], header: str) -> str:
     return "\n".join([*lines, ""])
 
 
-def describe_self_check(config: ExperimentConfig) -> str:
+def describe_self_check(dpm: DPMSection) -> str:
     """The self-check settings in words, for the results' header."""
-    if not config.dpm_check_reconstructor:
+    if not dpm.dpm_check_reconstructor:
         return "off"
     return (
-        f"with {config.dpm_check_reconstructor} (|SSIM| <= {config.dpm_check_threshold:g} on the client's images, "
-        f"up to {config.dpm_check_draws} draws)"
+        f"with {dpm.dpm_check_reconstructor} (|SSIM| <= {dpm.dpm_check_threshold:g} on the client's images, "
+        f"up to {dpm.dpm_check_draws} draws)"
     )
 
 
@@ -192,28 +193,26 @@ def main() -> None:
         parser.error(f"--clients must be in 1..10 (the app has 10 partitions), got {args.clients}")
     started = time.monotonic()
     device = get_device()
+    overrides = dict(args.set) | ({"dpm-check-reconstructor": ""} if args.no_self_check else {})
     try:
-        config = app_config(args.data_dir, args.test_size, dict(args.set))
+        config = app_config(args.data_dir, args.test_size, overrides)
     except ConfigError as error:
         parser.error(str(error))
+    common, dpm = config[CommonSection], config[DPMSection]
 
-    train_split = load_split(config.dataset, "train", config.data_dir)
-    test = load_split(config.dataset, "test", config.data_dir).head(config.test_size)
-    public_rows, _ = split_public(len(train_split), config.public_size, config.seed)
-    public = train_split.subset(public_rows)
-    with seeded(derive_seed(config.seed, "model-init")):
+    test = load_split(common.dataset, "test", common.data_dir).head(common.test_size)
+    public = public_split(common)
+    with seeded(derive_seed(common.seed, "model-init")):
         model = build_model("cifar-cnn", test.num_classes)
     bootstrap_on_public(config, model, public)
-    split = split_model(model, config.dpm_hook)
+    split = split_model(model, dpm.dpm_hook)
     reconstructors = train_reconstructors(config, split, public, feature_shape(split.featurizer, test.image_shape))
-    straw_man = reconstructors[config.dpm_reconstructor]
+    straw_man = reconstructors[dpm.dpm_reconstructor]
     ensemble = ensemble_for(config, split, public, feature_shape(split.featurizer, test.image_shape))
-    if args.no_self_check:
-        config = dataclasses.replace(config, dpm_check_reconstructor="")
     self_check = self_check_for(config, split, public, feature_shape(split.featurizer, test.image_shape))
     print(f"Phi and reconstructors ready after {time.monotonic() - started:.0f} s", flush=True)
 
-    partitions = [client_partition(config, client, 10) for client in range(args.clients)]
+    partitions = [client_partition(common, client, 10) for client in range(args.clients)]
     controls = []
     for client, data in enumerate(partitions):
         control = train_stand_in_dpm(config, split, straw_man, data, ssim_weight=0.0, stream=("client", client)).dpm
@@ -221,7 +220,9 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     for weight, noise in args.settings:
         setting = f"lambda {weight:g}, feature noise {noise:g}"
-        setting_config = dataclasses.replace(config, dpm_lambda=weight, dpm_feature_noise=noise)
+        setting_config = app_config(
+            args.data_dir, args.test_size, overrides | {"dpm-lambda": weight, "dpm-feature-noise": noise}
+        )
         reports = []
         for client, data in enumerate(partitions):
             checked = train_stand_in_dpm(
@@ -241,18 +242,18 @@ def main() -> None:
         results[setting] = summarise(reports, controls)
 
     references = reference_ssim(test, device=device)
-    epochs = config.dpm_warmup_epochs + config.dpm_epochs * config.num_server_rounds
+    epochs = dpm.dpm_warmup_epochs + dpm.dpm_epochs * common.num_server_rounds
     header = (
         f"Produced by `{command_line('benchmarks.dpm_transfer', vars(args) | {'settings': None, 'set': None})}"
         + "".join(f" --set '{key}={json.dumps(value)}'" for key, value in args.set)
         + " --settings "
         + " ".join(f"{w:g}:{n:g}" for w, n in args.settings)
         + f"` ({time.monotonic() - started:.0f} s on {describe_device(device)}). The `{APP}` app's defaults otherwise: "
-        f"cifar-cnn cut at {config.dpm_hook}, {epochs} DPM epochs per client "
-        f"({len(partitions[0])} images), straw man {config.dpm_reconstructor}, "
-        f"further straw men {config.ensemble_names or 'none'} "
-        f"({config.dpm_ensemble_instances} instance(s) each), seed {config.seed}; "
-        f"self-check {describe_self_check(config)}; SSIM on the first {len(test)} test images. "
+        f"cifar-cnn cut at {dpm.dpm_hook}, {epochs} DPM epochs per client "
+        f"({len(partitions[0])} images), straw man {dpm.dpm_reconstructor}, "
+        f"further straw men {dpm.ensemble_names or 'none'} "
+        f"({dpm.dpm_ensemble_instances} instance(s) each), seed {common.seed}; "
+        f"self-check {describe_self_check(dpm)}; SSIM on the first {len(test)} test images. "
         f"For reference, an unrelated test image scores "
         f"{references['other_image']:.3f} (chance) and a flat image of each image's mean colour "
         f"{references['mean_colour']:.3f}."

@@ -8,20 +8,20 @@ images (near 10% = chance; near the oracle's plain accuracy = nothing hidden).
 
     python -m benchmarks.utility_table --data-root ../shared/datasets --output-dir /tmp/utility-runs
 
-writes ``benchmarks/results/utility_table.md`` and ``.json``.
+writes ``experiments/utility_table/utility_table.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
+from flwr_privshare.summary import RunSummary
 
 from .app_runs import command_line, run_summary
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "utility_table"
 
 # (data folder, protection, window min, window max)
 SETTINGS = [
@@ -35,7 +35,7 @@ SETTINGS = [
 ]
 
 
-def table_rows(summaries: list[dict[str, Any]]) -> list[str]:
+def table_rows(summaries: list[RunSummary]) -> list[str]:
     """Markdown rows, one per run."""
     lines = [
         "| data | protection | windows | accuracy (protected test) | accuracy (plain test) | VFE gain "
@@ -43,15 +43,15 @@ def table_rows(summaries: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        privacy = s["privacy"]
-        protected = s["protection"] != "none"
-        windows = f"{privacy['window_min']}-{privacy['window_max']}" if protected else "-"
-        gain = f"{privacy['vfe_gain']:.2f}x" if protected else "-"
-        oracle_plain = f"{privacy['oracle_plain_accuracy']:.1%}" if protected else "-"
-        recognition = f"{privacy['oracle_recognition']:.1%}" if protected else "-"
+        mixer, oracle = s.privacy.get("visualmixer"), s.privacy.get("oracle")
+        windows = f"{mixer['window_min']}-{mixer['window_max']}" if mixer else "-"
+        gain = f"{mixer['vfe_gain']:.2f}x" if mixer else "-"
+        oracle_plain = f"{oracle['plain_accuracy']:.1%}" if oracle else "-"
+        recognition = f"{oracle['recognition']:.1%}" if oracle else "-"
         lines.append(
-            f"| {Path(s['dataset']).name} | {s['protection']} | {windows} | {s['final_accuracy']:.1%} "
-            f"| {s['final_plain_accuracy']:.1%} | {gain} | {oracle_plain} | {recognition} | {s['wall_time_s']:.0f} s |"
+            f"| {Path(s.dataset).name} | {s.protection} | {windows} | {s.final_accuracy:.1%} "
+            f"| {s.details['final_plain_accuracy']:.1%} | {gain} | {oracle_plain} | {recognition} "
+            f"| {s.wall_time_s:.0f} s |"
         )
     return lines
 
@@ -96,7 +96,8 @@ def main() -> None:
         ]
     )
     atomic_write_text(RESULTS / "utility_table.md", text)
-    atomic_write_json(RESULTS / "utility_table.json", {"runs": summaries, "versions": package_versions()})
+    runs = [summary.to_json() for summary in summaries]
+    atomic_write_json(RESULTS / "utility_table.json", {"runs": runs, "versions": package_versions()})
     print(text)
 
 

@@ -5,6 +5,11 @@ neither ``--stream`` nor ``flwr log`` reflect a failed run in their exit code: t
 status is only visible in ``flwr ls``. Scripts, tests and sweeps therefore go through
 :func:`run_app`, which submits, polls the status, prints the log and returns the outcome.
 
+Before it submits, the run config is checked against the app: a key the app's
+``pyproject.toml`` does not declare is refused, naming the closest declared key, and for an
+app built on :class:`~flwr_privshare.apps.Experiment` every value is validated by the app's
+config sections. When Flower refuses a submission, its own error is raised.
+
 It always sets ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` (the app runs in this
 environment; Flower must not reinstall torch per run) and puts this interpreter's
 ``bin`` on ``PATH`` (``flwr run`` starts ``flower-superlink`` by name). ``isolated=True``
@@ -67,13 +72,44 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _flwr_json(args: list[str], env: Mapping[str, str]) -> dict:  # type: ignore[type-arg]
-    """Run ``flwr <args> --format json`` and parse the JSON object it prints."""
+class SubmissionError(RuntimeError):
+    """Flower refused a ``flwr`` command; the message is Flower's own."""
+
+
+def _flwr_json(args: list[str], env: Mapping[str, str], expect: str) -> dict:  # type: ignore[type-arg]
+    """Run ``flwr <args> --format json`` and parse the JSON object it prints; it must hold ``expect``."""
     done = subprocess.run(["flwr", *args, "--format", "json"], env=env, capture_output=True, text=True, check=False)
     text = done.stdout
-    if "{" not in text:
-        raise RuntimeError(f"flwr {' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}")
-    return json.loads(text[text.index("{") :])  # type: ignore[no-any-return]
+    answer = json.loads(text[text.index("{") :]) if "{" in text else {}
+    if expect not in answer:
+        said = answer.get("error-message") or answer or f"{done.stdout}{done.stderr}".strip()
+        raise SubmissionError(f"flwr {args[0]} was refused (exit {done.returncode}): {said}")
+    return answer  # type: ignore[no-any-return]
+
+
+def check_run_config(app_dir: str | Path, run_config: Mapping[str, RunConfigValue] | str) -> dict[str, RunConfigValue]:
+    """The overrides of ``run_config``, checked against the app before anything is submitted.
+
+    Raises:
+        ConfigError: for a key the app does not declare (naming the closest one), or a value
+            the app's config sections refuse.
+    """
+    from flwr.common.config import parse_config_args
+
+    from .apps.loading import app_config, load_experiment
+    from .config.schema import unknown_key_error
+
+    overrides = dict(
+        parse_config_args([run_config]) if isinstance(run_config, str) and run_config else run_config or {}
+    )
+    declared = app_config(app_dir)
+    for key in overrides:
+        if key not in declared:
+            raise unknown_key_error(key, list(declared), f"app {Path(app_dir).name}")
+    experiment = load_experiment(app_dir)
+    if experiment is not None:
+        experiment.schema.parse({**declared, **overrides})
+    return overrides
 
 
 def _stop_superlink(port: int) -> None:
@@ -84,7 +120,7 @@ def _stop_superlink(port: int) -> None:
 
 
 def _status(run_id: int, env: Mapping[str, str]) -> str:
-    return str(_flwr_json(["ls", "--run-id", str(run_id)], env)["runs"][0]["status"])
+    return str(_flwr_json(["ls", "--run-id", str(run_id)], env, "runs")["runs"][0]["status"])
 
 
 def _follow_log(run_id: int, env: Mapping[str, str], timeout_s: float, echo: bool) -> str:
@@ -129,6 +165,7 @@ def run_app(
         poll_s: seconds between status checks if the log stream ends before the run.
         echo: print the run's log while it runs.
     """
+    check_run_config(app_dir, run_config)
     env = dict(os.environ)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -145,7 +182,7 @@ def run_app(
                 args += ["--run-config", config_text]
             if federation_config:
                 args += ["--federation-config", federation_config]
-            run_id = int(_flwr_json(args, env)["run-id"])
+            run_id = int(_flwr_json(args, env, "run-id")["run-id"])
             log = _follow_log(run_id, env, timeout_s, echo)
             status = _status(run_id, env)
             while not status.startswith("finished"):  # the log stream ended early
@@ -166,9 +203,20 @@ def main() -> None:
     parser.add_argument("--isolated", action="store_true", help="private FLWR_HOME and SuperLink, stopped at the end")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is stopped")
     args = parser.parse_args()
-    outcome = run_app(
-        args.app_dir, args.run_config, args.federation_config, isolated=args.isolated, timeout_s=args.timeout, echo=True
-    )
+    from .config import ConfigError
+
+    try:
+        outcome = run_app(
+            args.app_dir,
+            args.run_config,
+            args.federation_config,
+            isolated=args.isolated,
+            timeout_s=args.timeout,
+            echo=True,
+        )
+    except (ConfigError, SubmissionError) as error:
+        print(f"privshare-run: {error}", file=sys.stderr)
+        sys.exit(2)
     print(f"run {outcome.run_id}: {outcome.status}")
     sys.exit(0 if outcome.completed else 1)
 

@@ -79,6 +79,14 @@ def atomic_write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 class RunFolder:
     """One run's results folder.
 
+    As a context manager it aborts (removes the incomplete folder) when the block raises and
+    publishes it when the block ends normally (:meth:`finish` inside the block also writes the
+    summary and plots)::
+
+        with RunFolder(output_dir, "my-run", config, seed) as folder:
+            ...  # train, folder.add_round(...)
+            folder.finish(summary, plots)
+
     Args:
         output_dir: parent folder.
         run_name: folder name; it must not exist yet.
@@ -101,6 +109,15 @@ class RunFolder:
             {"config": dict(config), "seed": seed, "versions": package_versions()},
         )
 
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if kind is not None:
+            self.abort()
+        elif not self.final_path.exists():
+            self.publish()
+
     def add_round(self, row: Mapping[str, Any]) -> None:
         """Append one round's metrics and rewrite ``rounds.csv``."""
         self.rounds.append(dict(row))
@@ -119,6 +136,10 @@ class RunFolder:
         atomic_write_json(self.path / "summary.json", dict(summary))
         for stem, (x_column, columns) in plots.items():
             self._plot_rounds(stem, x_column, columns)
+        return self.publish()
+
+    def publish(self) -> Path:
+        """Move the folder to its final name; return that path."""
         os.replace(self.path, self.final_path)
         return self.final_path
 

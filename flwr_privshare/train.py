@@ -8,8 +8,10 @@ GPU (a Ray actor with ``num-gpus`` > 0), CPU otherwise, through the same code pa
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from logging import INFO
 
 import torch
+from flwr.common import log
 from torch import nn
 
 from .data import ImageDataset
@@ -73,13 +75,18 @@ def train(
     learning_rate: float,
     device: torch.device,
     generator: torch.Generator,
+    progress: str = "",
 ) -> float:
-    """Train ``model`` in place with cross-entropy; return the mean training loss."""
+    """Train ``model`` in place with cross-entropy; return the mean training loss.
+
+    With ``progress`` (a label), every epoch's end is logged, for long steps that would
+    otherwise run for minutes without a word.
+    """
     model.to(device).train()
     opt = make_optimizer(optimizer, model.parameters(), learning_rate)
     criterion = nn.CrossEntropyLoss()
     total_loss, total_count = 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for images, labels in batches(data, batch_size, device, generator):
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(images), labels)
@@ -87,6 +94,8 @@ def train(
             opt.step()
             total_loss += loss.item() * len(labels)
             total_count += len(labels)
+        if progress:
+            log(INFO, "%s: epoch %d/%d done, mean loss %.4f", progress, epoch + 1, epochs, total_loss / total_count)
     return total_loss / max(total_count, 1)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any, cast
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -36,6 +37,12 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
     Strategy,
 )
 
@@ -46,11 +53,8 @@ from flwr_privshare.dp.accounting import (
     noise_multiplier_for_target,
     validate_dp_parameters,
 )
-
-CLIPPING_MODES = ("server", "client", "server-adaptive", "client-adaptive")
-# Sent in the train config with client-side adaptive clipping, so that the client's mod
-# (``flwr_privshare.clients.dp_clipping_mod``) runs Flower's ``adaptiveclipping_mod``.
-ADAPTIVE_CLIPPING_KEY = "adaptive-clipping"
+from flwr_privshare.dp.section import CLIPPING_MODES
+from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY
 
 
 def _grow_when_over_target(wrapper: Any, clipped_fraction: float) -> None:
@@ -78,13 +82,39 @@ class ClientSideAdaptiveClipping(DifferentialPrivacyClientSideAdaptiveClipping):
         _grow_when_over_target(self, clipped_fraction)
 
 
+# Strategies whose aggregation is the (weighted) mean of the client arrays, optionally followed by
+# a server optimizer step (post-processing). The noise z * C / m is calibrated for the mean of m
+# clipped updates: a median, trimmed mean or Krum selection can move by about C, so a guarantee
+# reported for them would be understated.
+CLIPPING_TOLERANCE = 1e-3  # relative: a clipped float32 update may exceed the norm by rounding
+
+MEAN_AGGREGATING = (FedAvg, FedProx, FedAvgM, FedAdam, FedAdagrad, FedYogi)
+
+
+def check_mean_aggregation(strategy: Strategy) -> None:
+    """Refuse an inner strategy whose aggregation is not the mean that DP-FedAvg's noise is calibrated for.
+
+    Accepted: the classes of :data:`MEAN_AGGREGATING` and subclasses that inherit their
+    ``aggregate_train`` (a user's FedAvg subclass that only changes ``configure_train`` or
+    ``start``, say).
+    """
+    method = getattr(type(strategy), "aggregate_train", None)
+    if not any(isinstance(strategy, base) and method is base.aggregate_train for base in MEAN_AGGREGATING):
+        allowed = ", ".join(base.__name__ for base in MEAN_AGGREGATING)
+        raise TypeError(
+            f"DPFedAvg needs an inner strategy that averages the client updates ({allowed}, or a subclass that "
+            f"keeps their aggregate_train); {type(strategy).__name__} aggregates otherwise, and the noise "
+            "calibrated for a mean would understate its privacy loss"
+        )
+
+
 class DPFedAvg(Strategy):
     """User-level DP-FedAvg around an inner FedAvg-family strategy, with Opacus RDP accounting.
 
     Parameters
     ----------
     strategy : Strategy
-        The inner strategy; it must average by a weight key (``weighted_by_key``).
+        The inner strategy; it must aggregate by the mean (see :func:`check_mean_aggregation`).
     noise_multiplier : float
         ``z``: the noise std on the sum of clipped updates is ``z * clipping_norm``.
     clipping_norm : float
@@ -130,11 +160,8 @@ class DPFedAvg(Strategy):
         )
         if clipping not in CLIPPING_MODES:
             raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
-        weighted_by_key = getattr(strategy, "weighted_by_key", None)
-        if not isinstance(weighted_by_key, str):
-            raise TypeError(
-                f"DPFedAvg needs a FedAvg-family inner strategy (with weighted_by_key), got {type(strategy).__name__}"
-            )
+        check_mean_aggregation(strategy)
+        weighted_by_key = cast(FedAvg, strategy).weighted_by_key
         self.strategy = strategy
         self.weighted_by_key = weighted_by_key
         self.noise_multiplier = noise_multiplier
@@ -161,6 +188,8 @@ class DPFedAvg(Strategy):
             )
             self.dp_strategy = fixed(strategy, noise_multiplier, clipping_norm, num_sampled_clients)
         self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta)
+        self._broadcast: list[np.ndarray] = []
+        self.unclipped: dict[int, int] = {}
 
     @classmethod
     def with_target_epsilon(
@@ -213,6 +242,7 @@ class DPFedAvg(Strategy):
         """Let the DP wrapper configure the round; refuse to sample more clients than accounted for."""
         if self.clipping == "client-adaptive":
             config[ADAPTIVE_CLIPPING_KEY] = True
+        self._broadcast = [array.numpy() for array in arrays.values()]
         messages = list(self.dp_strategy.configure_train(server_round, arrays, config, grid))
         if len(messages) > self.num_sampled_clients:
             raise RuntimeError(
@@ -229,7 +259,11 @@ class DPFedAvg(Strategy):
         valid = [msg for msg in replies if not msg.has_error()]
         if len(valid) < len(replies):
             log(WARNING, "round %d: dropped %d failed replies", server_round, len(replies) - len(valid))
+        if self.clipping.startswith("client"):
+            valid = self._clipped_only(server_round, valid)
         if not valid:
+            log(WARNING, "round %d: no usable reply; the model stays as it was and the round adds no privacy cost",
+                server_round)  # fmt: skip
             return None, None
         for msg in valid:
             for record in msg.content.metric_records.values():
@@ -260,6 +294,38 @@ class DPFedAvg(Strategy):
         report["clipping-norm"] = self.current_clipping_norm
         log(INFO, "round %d: epsilon %.4f (delta %g)", server_round, report["epsilon"], self.accountant.delta)
         return arrays, report
+
+    def _clipped_only(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """The replies whose update (reply arrays minus the broadcast arrays) the client clipped to the norm.
+
+        With client-side clipping the guarantee rests on the clients' mods; an update longer
+        than the clipping norm (``fixedclipping_mod`` missing from the ClientApp, or a client that
+        ignores it) is dropped, logged and counted in ``unclipped``, so no round is accounted
+        with updates that were not clipped.
+        """
+        limit = self.current_clipping_norm * (1 + CLIPPING_TOLERANCE)
+        kept = []
+        for msg in replies:
+            arrays = next(iter(msg.content.array_records.values()))
+            norm = math.sqrt(
+                sum(
+                    float(np.sum((new.numpy().astype(np.float64) - old) ** 2))
+                    for new, old in zip(arrays.values(), self._broadcast, strict=True)
+                )
+            )
+            if norm <= limit:
+                kept.append(msg)
+            else:
+                log(
+                    WARNING,
+                    "round %d: dropped an update of norm %.4f > clipping norm %.4f: with client-side clipping the "
+                    "ClientApp needs Flower's fixedclipping_mod (adaptiveclipping_mod for client-adaptive)",
+                    server_round,
+                    norm,
+                    self.current_clipping_norm,
+                )
+        self.unclipped[server_round] = len(replies) - len(kept)
+        return kept
 
     @property
     def current_clipping_norm(self) -> float:

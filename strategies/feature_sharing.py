@@ -42,15 +42,18 @@ from flwr.serverapp.strategy import FedAvg
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import Reconstructor, SelfCheck, feature_shape, split_model
 from flwr_privshare.poisoning.refine import train_decider
+from flwr_privshare.protocol import (
+    CHECK_RECONSTRUCTOR_KEY,
+    ENSEMBLE_KEY,
+    FEATURE_SHARING_TASK,
+    FEATURES_KEY,
+    RECONSTRUCTOR_KEY,
+    SELF_CHECK_FAILED,
+    TASK_KEY,
+    WARMUP_KEY,
+)
 
-FEATURES_KEY = "features"
-RECONSTRUCTOR_KEY = "reconstructor"
-CHECK_RECONSTRUCTOR_KEY = "check-reconstructor"
-ENSEMBLE_KEY = "ensemble"  # member i's weights travel under f"{ENSEMBLE_KEY}-{i}"
-WARMUP_KEY = "dpm-warmup-epochs"  # further epochs a fresh DPM trains before it shares
-SELF_CHECK_FAILED = 1  # the error code of a client's reply withheld because no DPM draw passed its self-check
 CLIENT_METRICS = ("dpm-ssim", "dpm-check-ssim", "dpm-draws")
-TASK = "feature-sharing"
 
 
 class InvalidReplyError(ValueError):
@@ -194,7 +197,7 @@ class FeatureSharing(FedAvg):
         config = ConfigRecord(
             {
                 **config,
-                "task": TASK,
+                TASK_KEY: FEATURE_SHARING_TASK,
                 "model": self.model_name,
                 "hook": self.hook,
                 "reconstructor": self.reconstructor.name,

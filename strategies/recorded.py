@@ -4,11 +4,15 @@
 ...) the way Flower's DP wrappers do, and adds what an experiment needs:
 
 - each round, one ``rounds.csv`` row with the central metrics of ``evaluate_fn``, the
-  aggregated client metrics (prefixed ``train_``), the replies and failures received and
-  the payload bytes per client (the pattern of Flower's ``examples/advanced-pytorch``,
-  which overrides ``start`` to save results);
-- ``wire.json``: every reply received, described record by record (keys, shapes, dtypes,
-  bytes), for privacy audits;
+  aggregated client train metrics (prefixed ``train_``, unless a key already starts with
+  it) and evaluate metrics (prefixed ``evaluate_`` likewise), the replies and failures
+  received and the payload bytes per client (the pattern of Flower's
+  ``examples/advanced-pytorch``, which overrides ``start`` to save results);
+- ``wire.json``: every reply received, train and evaluate, described record by record
+  (keys, shapes, dtypes, bytes), and every error reply with its code and reason, for
+  privacy audits;
+- a round in which no reply could be aggregated keeps the global model as it was (Flower's
+  ``Result`` would otherwise end with no arrays at all when no round aggregated);
 - failure counts: Flower drops replies that carry an error and logs them; they are also
   counted per round (``failures``) so the run can report them;
 - a content-determined reply order: Flower hands replies over in arrival order, and
@@ -68,6 +72,7 @@ class Recorded(Strategy):
         self.failures: dict[int, int] = {}
         self._replies: dict[int, int] = {}
         self._train_metrics: dict[int, MetricRecord] = {}
+        self._evaluate_metrics: dict[int, MetricRecord] = {}
         self._payload_bytes: dict[int, float] = {}
         self.wire_log: list[dict[str, Any]] = []
 
@@ -84,8 +89,25 @@ class Recorded(Strategy):
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Delegate to the wrapped strategy."""
-        return self.strategy.aggregate_evaluate(server_round, list(replies))
+        """Describe the replies in ``wire.json``, then let the wrapped strategy aggregate them."""
+        replies = sorted(replies, key=_content_digest)
+        if replies:
+            self._log_wire(server_round, "evaluate", replies)
+        metrics = self.strategy.aggregate_evaluate(server_round, replies)
+        if metrics is not None:
+            self._evaluate_metrics[server_round] = metrics
+        return metrics
+
+    def _log_wire(self, server_round: int, stage: str, replies: list[Message]) -> list[dict[str, Any]]:
+        """Append the round's replies (described, or the error they carry) to ``wire.json``; return the described."""
+        received = [describe_content(msg.content) for msg in replies if not msg.has_error()]
+        errors = [{"code": msg.error.code, "reason": msg.error.reason} for msg in replies if msg.has_error()]
+        entry: dict[str, Any] = {"round": server_round, "stage": stage, "replies": received}
+        if errors:
+            entry["errors"] = errors
+        self.wire_log.append(entry)
+        self.run_folder.write_json("wire.json", self.wire_log)
+        return received
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -99,12 +121,10 @@ class Recorded(Strategy):
         failed = [msg for msg in replies if msg.has_error()]
         self.failures[server_round] = len(failed)
         self._replies[server_round] = len(replies) - len(failed)
-        received = [describe_content(msg.content) for msg in replies if not msg.has_error()]
+        received = self._log_wire(server_round, "train", replies)
         self._payload_bytes[server_round] = sum(
             sum(entry["bytes"] for entry in reply.values()) for reply in received
         ) / max(len(received), 1)
-        self.wire_log.append({"round": server_round, "replies": received})
-        self.run_folder.write_json("wire.json", self.wire_log)
         if failed:
             log(WARNING, "round %d: %d of %d clients failed", server_round, len(failed), len(replies))
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
@@ -129,7 +149,8 @@ class Recorded(Strategy):
             central = evaluate_fn(server_round, arrays) if evaluate_fn is not None else None
             row: dict[str, Any] = {"round": server_round, "elapsed_s": round(time.monotonic() - started, 3)}
             row.update(dict(central or {}))
-            row.update({f"train_{k}": v for k, v in self._train_metrics.get(server_round, {}).items()})
+            row.update(_prefixed("train_", self._train_metrics.get(server_round, MetricRecord())))
+            row.update(_prefixed("evaluate_", self._evaluate_metrics.get(server_round, MetricRecord())))
             if server_round > 0:
                 row["train_replies"] = self._replies.get(server_round, 0)
                 row["train_failures"] = self.failures.get(server_round, 0)
@@ -137,7 +158,7 @@ class Recorded(Strategy):
             self.run_folder.add_round(row)
             return central
 
-        return super().start(
+        result = super().start(
             grid,
             initial_arrays,
             num_rounds=num_rounds,
@@ -146,3 +167,11 @@ class Recorded(Strategy):
             evaluate_config=evaluate_config,
             evaluate_fn=record,
         )
+        if not result.arrays:  # no round aggregated anything: the model is the initial one
+            result.arrays = initial_arrays
+        return result
+
+
+def _prefixed(prefix: str, metrics: MetricRecord) -> dict[str, Any]:
+    """``{prefix + key: value}``, leaving keys that already start with ``prefix`` as they are."""
+    return {(key if key.startswith(prefix) else prefix + key): value for key, value in metrics.items()}

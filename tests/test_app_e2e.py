@@ -1,7 +1,8 @@
-"""End-to-end runs of simulations/visualmixer_cifar through ``flwr run`` (small versions).
+"""End-to-end runs of the FedAvg-family apps through ``flwr run`` (small versions).
 
 Each test starts a private SuperLink (``isolated=True``), runs a few clients for a couple of
-rounds on a small subset, and checks the run folder the ServerApp leaves.
+rounds on a small subset, checks the run folder the ServerApp leaves and that it reproduces
+the numbers recorded before the experiment-skeleton refactor (:mod:`tests.golden`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ import pytest
 from flwr_privshare.launch import run_app
 from flwr_privshare.models import build_model, model_name_for
 
-APP = Path(__file__).resolve().parents[1] / "simulations" / "visualmixer_cifar"
-DP_APP = APP.parent / "dp_fedavg_cifar"
-SMALL = {"num-server-rounds": 2, "samples-per-client": 128, "test-size": 500, "public-size": 1000, "oracle-epochs": 1}
+from .golden import CASES, FEDAVG_SMALL, differences
+
+APP = CASES["visualmixer-cifar"].app_dir
 
 
-def run_small(tmp_path: Path, data_dir: Path, app: Path = APP, **overrides: object) -> tuple[Path, str]:
-    config = {**SMALL, "data-dir": str(data_dir), "output-dir": str(tmp_path), "run-name": "run", **overrides}
-    outcome = run_app(app, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=600)  # type: ignore[arg-type]
+def run_case(case: str, tmp_path: Path, data_root: Path, run_name: str = "run") -> Path:
+    """Run a recorded case; return its run folder."""
+    config = CASES[case].run_config(data_root, tmp_path, run_name)
+    outcome = run_app(CASES[case].app_dir, config, CASES[case].federation_config, isolated=True, timeout_s=600)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
-    return tmp_path / str(config["run-name"]), outcome.log
+    return tmp_path / run_name
+
+
+def run_recorded(case: str, tmp_path: Path, data_root: Path) -> Path:
+    """Run a recorded case and check that it reproduces the recorded numbers."""
+    folder = run_case(case, tmp_path, data_root)
+    assert differences(case, folder) == []
+    return folder
 
 
 def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection: str) -> dict:  # type: ignore[type-arg]
@@ -43,6 +52,7 @@ def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection
     # what crossed the wire: model arrays and scalar metrics only
     model_keys = set(build_model(model_name_for(image_shape)).state_dict())
     for round_log in json.loads((folder / "wire.json").read_text()):
+        assert round_log["stage"] == "train" and "errors" not in round_log
         assert len(round_log["replies"]) == 3
         for reply in round_log["replies"]:
             assert {name: record["type"] for name, record in reply.items()} == {"arrays": "array", "metrics": "metric"}
@@ -52,73 +62,58 @@ def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection
 
 
 def test_visualmixer_run_on_cifar(tmp_path: Path, data_root: Path) -> None:
-    folder, _ = run_small(tmp_path, data_root / "cifar10")
+    folder = run_recorded("visualmixer-cifar", tmp_path, data_root)
     summary = check_run_folder(folder, (3, 32, 32), "visualmixer")
     privacy = summary["privacy"]
-    assert privacy["window_min"] == 2 and privacy["window_max"] == 8 and privacy["vfe_gain"] > 1.0
-    assert 0.0 <= privacy["oracle_recognition"] <= 1.0
+    assert set(privacy) == {"visualmixer", "oracle"} and summary["method"] == "fedavg+visualmixer"
+    assert privacy["visualmixer"]["window_min"] == 2 and privacy["visualmixer"]["window_max"] == 8
+    assert privacy["visualmixer"]["vfe_gain"] > 1.0
+    assert 0.0 <= privacy["oracle"]["recognition"] <= 1.0 and privacy["oracle"]["view"] == "mixed"
     rows = list(csv.DictReader((folder / "rounds.csv").open()))
     assert {"mixed_accuracy", "plain_accuracy", "train_vfe-mixed"} <= set(rows[0])
 
 
 def test_plain_baseline_on_mnist(tmp_path: Path, data_root: Path) -> None:
-    folder, _ = run_small(
-        tmp_path, data_root / "mnist", protection="none", dataset="ylecun/mnist", **{"samples-per-client": 600}
-    )
+    folder = run_recorded("none-mnist", tmp_path, data_root)
     summary = check_run_folder(folder, (1, 28, 28), "none")
     assert summary["final_accuracy"] > 0.3  # 3 x 600 MNIST digits, 2 rounds: clearly above chance
     assert summary["privacy"] == {}
 
 
 def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(tmp_path: Path, data_root: Path) -> None:
-    config = {**SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "vim-window-max": 32}
+    config = {**FEDAVG_SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "vim-window-max": 32}
     outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True, timeout_s=300)  # type: ignore[arg-type]
     assert outcome.status == "finished:failed"
     assert "'vim-window-max' is 32; it must be at most the image size 28x28" in outcome.log
     assert list(tmp_path.iterdir()) == []
 
 
-def test_same_seed_gives_identical_runs(tmp_path: Path, data_root: Path) -> None:
-    columns = ("accuracy", "loss", "train_loss")
+def test_same_seed_gives_identical_runs_even_with_server_noise(tmp_path: Path, data_root: Path) -> None:
+    # DP-FedAvg's noise comes from NumPy's global RNG in Flower's wrappers; the run seed fixes it too.
+    columns = ("accuracy", "loss", "train_loss", "train_epsilon")
     runs = []
     for name in ("first", "second"):
-        folder, _ = run_small(
-            tmp_path, data_root / "mnist", protection="visualmixer", **{"run-name": name, "oracle-epochs": 0}
-        )
+        folder = run_case("dp-fedavg", tmp_path, data_root, run_name=name)
         runs.append([{c: row[c] for c in columns} for row in csv.DictReader((folder / "rounds.csv").open())])
     assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize(
-    ("protection", "overrides"),
-    [
-        ("dp-sgd", {"noise-multiplier": 1.0, "max-grad-norm": 1.0}),
-        ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0}),
-        ("dp-fedavg", {"noise-multiplier": 0.5, "clipping-norm": 1.0, "dp-clipping": "client"}),
-        (
-            "dp-fedavg",
-            {
-                "noise-multiplier": 0.5,
-                "clipping-norm": 1.0,
-                "dp-clipping": "client-adaptive",
-                "dp-clipped-count-stddev": 1.0,
-            },
-        ),
-        ("visualmixer+dp-sgd", {"target-epsilon": 8.0}),
-    ],
+    "case", ["dp-sgd", "dp-fedavg", "dp-fedavg-client", "dp-fedavg-client-adaptive", "visualmixer+dp-sgd"]
 )
-def test_dp_protections(tmp_path: Path, data_root: Path, protection: str, overrides: dict[str, object]) -> None:
-    folder, _ = run_small(
-        tmp_path, data_root / "mnist", app=DP_APP, protection=protection, **{"samples-per-client": 256, **overrides}
-    )
+def test_dp_protections(tmp_path: Path, data_root: Path, case: str) -> None:
+    overrides = CASES[case].overrides
+    protection = str(overrides["protection"])
+    folder = run_recorded(case, tmp_path, data_root)
     summary = check_run_folder(folder, (1, 28, 28), protection)
-    dp = summary["privacy"]["dp"]
+    dp = summary["privacy"][protection.split("+")[-1]]
     rows = list(csv.DictReader((folder / "rounds.csv").open()))
     column = "train_epsilon" if protection == "dp-fedavg" else "train_epsilon-max"
     epsilons = [float(row[column]) for row in rows[1:]]
     assert 0 < epsilons[0] < epsilons[1] == pytest.approx(summary["epsilon"])
     assert summary["delta"] == 1e-5 and dp["delta"] == 1e-5 and dp["sampling_assumption"]
     if protection == "dp-fedavg":
+        assert summary["method"] == "dp-fedavg"
         assert dp["sample_rate"] == 1.0 and dp["epsilon_no_amplification"] == pytest.approx(dp["epsilon"])
         assert dp["clipping"] == overrides.get("dp-clipping", "server")
         adaptive = str(dp["clipping"]).endswith("adaptive")
@@ -127,5 +122,6 @@ def test_dp_protections(tmp_path: Path, data_root: Path, protection: str, overri
     else:
         assert float(rows[-1]["train_epsilon-mean"]) <= summary["epsilon"]
     if protection == "visualmixer+dp-sgd":
-        assert summary["epsilon"] <= 8.0 + 0.05 and summary["privacy"]["vfe_gain"] > 1.0
+        assert summary["method"] == "fedavg+visualmixer+dp-sgd"
+        assert summary["epsilon"] <= 8.0 + 0.05 and summary["privacy"]["visualmixer"]["vfe_gain"] > 1.0
     assert (folder / "accuracy_vs_epsilon.png").stat().st_size > 1000

@@ -12,24 +12,14 @@ from flwr_privshare.launch import run_app
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, DeepPoisoningModule, feature_shape, split_model
 
-APP = Path(__file__).resolve().parents[1] / "simulations" / "dpm_cifar"
-SMALL = {
-    "num-server-rounds": 2,
-    "samples-per-client": 96,
-    "test-size": 200,
-    "public-size": 400,
-    "dpm-shared-samples": 64,
-    "dpm-bootstrap-epochs": 1,
-    "reconstructor-epochs": 1,
-    # Passes every DPM: 1-epoch reconstructors on 400 images make the check's value arbitrary;
-    # the self-check's decisions are tested in tests/poisoning/test_self_check.py and tests/test_wire_dpm.py.
-    "dpm-check-threshold": 1.0,
-}
+from .golden import CASES, DPM_SMALL, differences
+
+APP = CASES["dpm-mnist-fedavg"].app_dir
 
 
-def run_dpm(tmp_path: Path, data_dir: Path, **overrides: object) -> Path:
-    config = {**SMALL, "data-dir": str(data_dir), "output-dir": str(tmp_path), "run-name": "run", **overrides}
-    outcome = run_app(APP, config, "num-supernodes=3 client-resources-num-cpus=1", isolated=True, timeout_s=900)  # type: ignore[arg-type]
+def run_dpm(case: str, tmp_path: Path, data_root: Path, **overrides: object) -> Path:
+    config = {**CASES[case].run_config(data_root, tmp_path), **overrides}
+    outcome = run_app(APP, config, CASES[case].federation_config, isolated=True, timeout_s=900)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
     return tmp_path / "run"
 
@@ -59,12 +49,13 @@ def check_wire(folder: Path, model_name: str, image_shape: tuple[int, int, int])
 
 @pytest.mark.slow
 def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path) -> None:
-    folder = run_dpm(tmp_path, data_root / "cifar10")
+    folder = run_dpm("dpm-cifar-server", tmp_path, data_root)
+    assert differences("dpm-cifar-server", folder) == []
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["method"] == "feature-sharing+dpm" and summary["num_clients"] == 3
     assert summary["client_failures"] == 0 and summary["rejected_replies"] == 0
     assert summary["feature_shape"] == [32, 16, 16]
-    privacy = summary["privacy"]
+    privacy = summary["privacy"]["dpm-audit"]
     for name in RECONSTRUCTORS:
         for key in ("l1_original", "ssim_original", "l1_poisoned", "ssim_poisoned", "ssim_poisoned_stretched"):
             assert f"{name}/{key}" in privacy
@@ -81,36 +72,47 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
 
 def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path) -> None:
     # Two instances of one further straw man (the app's default has none) run the ensemble through the app.
-    overrides = {
-        "dpm-bootstrap": "fedavg",
-        "dataset": "ylecun/mnist",
-        "dpm-ensemble": "px3s2",
-        "dpm-ensemble-instances": 2,
-    }
-    folder = run_dpm(tmp_path, data_root / "mnist", **overrides)
+    folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root)
+    assert differences("dpm-mnist-fedavg", folder) == []
     summary = json.loads((folder / "summary.json").read_text())
+    settings, audit = summary["privacy"]["dpm"], summary["privacy"]["dpm-audit"]
     assert summary["bootstrap"] == "fedavg" and summary["model"] == "mnist-cnn"
     rows = list(csv.DictReader((folder / "rounds.csv").open()))
     assert float(rows[0]["accuracy"]) == pytest.approx(summary["bootstrap_accuracy"])
     assert summary["final_accuracy"] > summary["bootstrap_accuracy"]  # refinement on pooled features helps
     assert summary["client_failures"] == 0
-    assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(summary["privacy"])
+    assert {"reference/ssim_other_image", "reference/ssim_mean_colour"} <= set(audit)
     # The app's self-check ran: the checker was trained and sent, clients and the stand-in checked their DPMs.
-    assert summary["privacy"]["self_check"] == {"checker": "rx3s2", "threshold": 1.0, "draws": 3}
-    assert summary["privacy"]["ensemble"] == ["px3s2"] and summary["privacy"]["ensemble_instances"] == 2
+    assert settings["self_check"] == {"checker": "rx3s2", "threshold": 1.0, "draws": 3}
+    assert settings["ensemble"] == ["px3s2"] and settings["ensemble_instances"] == 2
     assert summary["withheld_replies"] == 0
-    assert summary["privacy"]["stand_in_draws"] == 1 and summary["privacy"]["stand_in_check_passed"] == 1.0
+    assert audit["stand_in_draws"] == 1 and audit["stand_in_check_passed"] == 1.0
     # The audit also measures the DPM a client shares with in round 1 (one round of training).
     first_round = {f"first_round/{name}/ssim_poisoned" for name in RECONSTRUCTORS}
-    assert first_round | {"first_round/accuracy_poisoned", "first_round/draws"} <= set(summary["privacy"])
-    assert summary["privacy"]["first_round/check_passed"] == 1.0
+    assert first_round | {"first_round/accuracy_poisoned", "first_round/draws"} <= set(audit)
+    assert audit["first_round/check_passed"] == 1.0
     assert all(-1.0 <= float(row["train_dpm-check-ssim"]) <= 1.0 for row in rows[1:])
     assert all(float(row["train_dpm-draws"]) == 1.0 and row["train_withheld"] == "0" for row in rows[1:])
     check_wire(folder, "mnist-cnn", (1, 28, 28))
 
 
+def test_a_round_in_which_every_client_withholds_keeps_the_model_and_the_run_finishes(
+    tmp_path: Path, data_root: Path
+) -> None:
+    # A threshold no DPM meets: both clients withhold their features in the one round, the pool is empty.
+    folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root, **{"num-server-rounds": 1, "dpm-check-threshold": 1e-9})
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["withheld_replies"] == 3 and summary["client_failures"] == 3
+    assert summary["final_accuracy"] == summary["bootstrap_accuracy"]  # the model stayed as it was
+    rows = list(csv.DictReader((folder / "rounds.csv").open()))
+    assert rows[1]["train_replies"] == "0" and rows[1]["train_failures"] == "3" and rows[1]["train_withheld"] == "3"
+    (round_log,) = json.loads((folder / "wire.json").read_text())
+    assert round_log["replies"] == [] and len(round_log["errors"]) == 3
+    assert all("self-check failed" in error["reason"] for error in round_log["errors"])
+
+
 def test_unknown_hook_fails_the_run_before_any_round(tmp_path: Path, data_root: Path) -> None:
-    config = {**SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "dpm-hook": "layer4"}
+    config = {**DPM_SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "dpm-hook": "layer4"}
     outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True, timeout_s=300)  # type: ignore[arg-type]
     assert outcome.status == "finished:failed"
     assert "'dpm-hook' is 'layer4'; it must be one of ('block1', 'pool1'" in outcome.log

@@ -10,6 +10,7 @@ import pytest
 
 from flwr_privshare import results
 from flwr_privshare.results import RunFolder, atomic_write_json
+from flwr_privshare.summary import RunSummary, load_summary
 
 
 def test_run_folder_is_published_only_on_finish(tmp_path: Path) -> None:
@@ -86,3 +87,38 @@ def test_a_figure_that_fails_to_save_leaves_no_temporary(tmp_path: Path) -> None
         folder.save_figure("broken", figure)
     assert sorted(p.name for p in folder.path.iterdir()) == ["config.json"]
     assert not plt.fignum_exists(figure.number)
+
+
+def test_as_a_context_manager_a_failing_block_leaves_nothing_and_a_normal_one_publishes(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="training diverged"), RunFolder(tmp_path, "failed", {}, seed=0) as folder:
+        folder.add_round({"round": 0, "accuracy": 0.1})
+        raise RuntimeError("training diverged")
+    assert list(tmp_path.iterdir()) == []
+    with RunFolder(tmp_path, "done", {}, seed=0) as folder:
+        folder.add_round({"round": 0, "accuracy": 0.1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done"]
+    assert (tmp_path / "done" / "rounds.csv").is_file()
+    with RunFolder(tmp_path, "finished", {}, seed=0) as folder:
+        folder.finish({"final_accuracy": 0.5}, {})
+    assert json.loads((tmp_path / "finished" / "summary.json").read_text()) == {"final_accuracy": 0.5}
+
+
+def test_a_summary_round_trips_through_its_typed_form(tmp_path: Path) -> None:
+    summary = RunSummary(
+        method="dp-fedavg",
+        protection="dp-fedavg",
+        dataset="mnist",
+        final_accuracy=0.9,
+        num_rounds=2,
+        num_clients=3,
+        client_failures=0,
+        seed=42,
+        wall_time_s=1.0,
+        privacy={"dp-fedavg": {"epsilon": 3.0, "delta": 1e-5}, "oracle": {"recognition": 0.1}},
+        details={"final_plain_accuracy": 0.9},
+    )
+    written = summary.to_json()
+    assert written["epsilon"] == 3.0 and written["delta"] == 1e-5 and written["final_plain_accuracy"] == 0.9
+    atomic_write_json(tmp_path / "summary.json", written)
+    assert load_summary(tmp_path) == summary
+    assert RunSummary.from_json({**written, "privacy": {}}).epsilon is None

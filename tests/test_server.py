@@ -11,7 +11,8 @@ from flwr.serverapp import Grid
 
 from flwr_privshare.config import ConfigError
 from flwr_privshare.data import DataError
-from flwr_privshare.server import run_fedavg_experiment
+
+from .experiments import DPM, VISUALMIXER
 
 
 class UntouchableGrid:
@@ -24,7 +25,7 @@ class UntouchableGrid:
 def start(tmp_path: Path, **run_config: object) -> None:
     run_config = {"output-dir": str(tmp_path), **run_config}
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)  # type: ignore[arg-type]
-    run_fedavg_experiment(cast(Grid, UntouchableGrid()), context)
+    VISUALMIXER.run(cast(Grid, UntouchableGrid()), context)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,13 @@ def start(tmp_path: Path, **run_config: object) -> None:
         ({"public-size": 10**6}, DataError, r"public-size must be in \[0, 60000\)"),
         ({"num-server-rounds": -2}, ConfigError, "'num-server-rounds' is -2"),
         ({"protection": "dpm"}, ConfigError, "'protection' is 'dpm'"),
+        (
+            {"protection": "dp-sgd"},
+            ConfigError,
+            "'dp-sgd' needs the Differential privacy keys, which this app does not",
+        ),
+        ({"run-name": "../x"}, ConfigError, "'run-name' is '../x'; it must be a folder name"),
+        ({"seed": -1}, ConfigError, r"'seed' is -1; it must be an integer in \[0, 4294967295\]"),
     ],
 )
 def test_bad_input_fails_before_any_round(
@@ -45,4 +53,12 @@ def test_bad_input_fails_before_any_round(
     config = {"data-dir": str(data_root / str(folder)), **overrides}
     with pytest.raises(error, match=pattern):
         start(tmp_path, **config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dpm_app_refuses_a_bad_hook_before_any_round(tmp_path: Path, data_root: Path) -> None:
+    run_config = {"output-dir": str(tmp_path), "data-dir": str(data_root / "mnist"), "dpm-hook": "layer4"}
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'dpm-hook' is 'layer4'; it must be one of"):
+        DPM.run(cast(Grid, UntouchableGrid()), context)
     assert list(tmp_path.iterdir()) == []

@@ -16,9 +16,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from flwr_privshare.clients import VIM_STATE_KEY, mixing_seed, train_handler
-from flwr_privshare.config import ExperimentConfig
 from flwr_privshare.models import build_model
+from flwr_privshare.protections.visualmixer import STATE_KEY as VIM_STATE_KEY
+from flwr_privshare.protections.visualmixer import mixing_seed
+
+from .experiments import VISUALMIXER
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +50,7 @@ def run_train(
         state=state if state is not None else RecordDict(),
         run_config=run_config,  # type: ignore[arg-type]
     )
-    return train_handler(message, context), context
+    return VISUALMIXER.train(message, context), context
 
 
 def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path) -> None:
@@ -65,7 +67,7 @@ def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path
     metrics = dict(content.metric_records["metrics"])
     assert set(metrics) == {"loss", "num-examples", "vfe-plain", "vfe-mixed"}
     assert all(isinstance(value, (int, float)) for value in metrics.values())
-    key = mixing_seed(ExperimentConfig.from_run_config(context.run_config), context, 0)
+    key = mixing_seed(42, context)
     assert key not in metrics.values()
     # the shuffled partition is kept on the client, not sent
     assert VIM_STATE_KEY in context.state and context.state.array_records[VIM_STATE_KEY]["images"].shape == (
@@ -108,9 +110,8 @@ def test_plain_client_sends_no_visualmixer_metrics(data_root: Path) -> None:
 
 
 def test_a_node_configured_key_replaces_the_derived_one(data_root: Path) -> None:
-    config = ExperimentConfig()
     context = Context(run_id=1, node_id=1, node_config={"vim-seed": 1234}, state=RecordDict(), run_config={})
-    assert mixing_seed(config, context, 0) == 1234
+    assert mixing_seed(42, context) == 1234
 
 
 def test_bad_config_fails_before_training(data_root: Path) -> None:

@@ -1,6 +1,6 @@
 """What a DPM client actually sends: poisoned features and labels, never images or the DPM itself.
 
-``feature_sharing_handler`` is called on a real Flower ``Message`` as the server's
+``share_poisoned_features`` is called on a real Flower ``Message`` as the server's
 ``FeatureSharing`` builds it, and its reply is inspected byte by byte.
 """
 
@@ -17,15 +17,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from flwr_privshare.clients import client_partition
-from flwr_privshare.config import ExperimentConfig, derive_seed, seeded
-from flwr_privshare.data import load_split
-from flwr_privshare.feature_sharing_client import DPM_STATE_KEY, feature_sharing_handler
+from flwr_privshare.apps.feature_sharing_client import DPM_STATE_KEY, share_poisoned_features
+from flwr_privshare.config import CommonSection
+from flwr_privshare.data import client_partition, load_split
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor, SelfCheck, split_model, train_dpm
+from flwr_privshare.protocol import SELF_CHECK_FAILED
+from flwr_privshare.seeding import derive_seed, seeded
 from flwr_privshare.strategies import FeatureSharing
-from flwr_privshare.strategies.feature_sharing import SELF_CHECK_FAILED
 
+from .experiments import DPM_LIBRARY_DEFAULTS
 from .strategies.test_dp_fedavg import FakeGrid
 
 
@@ -61,7 +62,7 @@ def dpm_round(
         state=state,
         run_config=run_config,  # type: ignore[arg-type]
     )
-    return feature_sharing_handler(message, context), context
+    return share_poisoned_features(DPM_LIBRARY_DEFAULTS.schema.parse(run_config), message, context), context
 
 
 def test_reply_holds_poisoned_features_and_labels_only(data_root: Path) -> None:
@@ -115,7 +116,7 @@ def test_a_fresh_dpm_warms_up_before_it_shares_and_a_stored_one_does_not(data_ro
     torch.manual_seed(0)  # as dpm_round builds Phi and the straw man
     split = split_model(build_model("mnist-cnn"), "pool1")
     straw_man = Reconstructor("px2s2", (16, 14, 14), (1, 28, 28))
-    config = ExperimentConfig.from_run_config(client_run_config(data_root))
+    config = DPM_LIBRARY_DEFAULTS.schema.parse(client_run_config(data_root))[CommonSection]
     with seeded(derive_seed(config.seed, "dpm-init", 0)):
         reference = DeepPoisoningModule(16)
     train_dpm(

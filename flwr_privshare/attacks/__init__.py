@@ -1,5 +1,17 @@
-"""Attacks and privacy measurements on protected data and models."""
+"""Attacks and privacy measurements that run after a run (see :mod:`.base`); importing this registers them."""
 
-from .oracle import oracle_recognition
+from .base import Attack, FinishedRun, build_attack, register_attack, registered_attacks
+from .oracle import OracleRecognition, OracleSection, oracle_recognition
+from .reconstruction_audit import ReconstructionAudit
 
-__all__ = ["oracle_recognition"]
+__all__ = [
+    "Attack",
+    "FinishedRun",
+    "OracleRecognition",
+    "OracleSection",
+    "ReconstructionAudit",
+    "build_attack",
+    "oracle_recognition",
+    "register_attack",
+    "registered_attacks",
+]

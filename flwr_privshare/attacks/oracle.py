@@ -3,18 +3,26 @@
 A classifier is trained on the server's plain public split and shown the protected
 images. Accuracy near chance means the protection hides the content from machines;
 accuracy equal to that on plain images means nothing is hidden. It is cheap, works for
-every protection, and is reported beside every utility number.
+every protection that changes images, and is reported beside every utility number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import INFO
+from typing import Any
 
 import torch
 
+from ..config.checks import NON_NEGATIVE_INT
+from ..config.common import CommonSection
+from ..config.section import Section, setting
 from ..data import ImageDataset
 from ..models import build_model
-from ..train import evaluate, train
+from ..seeding import derive_seed
+from ..train import evaluate, get_device, train
+from .base import Attack, FinishedRun, register_attack
 
 
 def oracle_recognition(
@@ -50,5 +58,45 @@ def oracle_recognition(
         learning_rate=learning_rate,
         device=device,
         generator=torch.Generator().manual_seed(seed),
+        progress=f"oracle ({epochs} epochs on {len(public)} public images)",
     )
     return {name: evaluate(oracle, data, device=device)[1] for name, data in targets.items()}
+
+
+@dataclass(frozen=True)
+class OracleSection(Section):
+    """Oracle recognition: a classifier trained on the plain public split, shown the protected test images."""
+
+    title = "Oracle"
+
+    oracle_epochs: int = setting(3, "epochs of the oracle (0: skip it)", NON_NEGATIVE_INT)
+
+
+@register_attack
+class OracleRecognition(Attack):
+    """Runs when a protection changes the test images (a protected view besides ``plain``)."""
+
+    name = "oracle"
+    section = OracleSection
+
+    def applies(self, finished: FinishedRun) -> bool:
+        return (
+            OracleSection in finished.run
+            and finished.run[OracleSection].oracle_epochs > 0
+            and len(finished.test_sets) > 1
+        )
+
+    def run(self, finished: FinishedRun) -> dict[str, Any]:
+        from flwr.common import log
+
+        primary = next(iter(finished.test_sets))
+        log(INFO, "oracle recognition: training the oracle on the public split")
+        accuracies = oracle_recognition(
+            finished.public,
+            finished.test_sets,
+            model_name=finished.model_name,
+            epochs=finished.run[OracleSection].oracle_epochs,
+            seed=derive_seed(finished.run[CommonSection].seed, "oracle"),
+            device=get_device(),
+        )
+        return {"plain_accuracy": accuracies["plain"], "recognition": accuracies[primary], "view": primary}

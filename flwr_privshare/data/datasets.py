@@ -3,11 +3,6 @@
 Images are decoded once per process into a ``uint8`` ``(N, C, H, W)`` tensor and cached on
 disk, keyed by a hash of the parquet file (local) or the dataset fingerprint (hub), so the
 next process loads the cache in a fraction of a second instead of decoding 50k JPEGs.
-
-Partitions come from flwr-datasets partitioners, addressed by partition id and seeded.
-The training split is first shuffled with the run seed; a public split (for the server,
-oracles and attackers) is cut from its head and the clients share the rest, so the public
-split is disjoint from every client.
 """
 
 from __future__ import annotations
@@ -27,11 +22,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from .results import atomic_target
+from ..results import atomic_target
 
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMN = "label"
-PARTITIONERS = ("iid", "dirichlet")
 CACHE_ENV = "FLWR_PRIVSHARE_CACHE"
 
 
@@ -170,47 +164,3 @@ def _num_classes(table: pa.Table, labels: torch.Tensor) -> int:
         if names:
             return len(names)
     return int(labels.max()) + 1
-
-
-def split_public(num_rows: int, public_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle ``range(num_rows)`` with ``seed``; return ``(public, private)`` row indices."""
-    if not 0 <= public_size < num_rows:
-        raise DataError(f"public-size must be in [0, {num_rows}), got {public_size}")
-    order = np.random.default_rng(seed).permutation(num_rows)
-    return order[:public_size], order[public_size:]
-
-
-def partition_rows(
-    labels: torch.Tensor,
-    rows: np.ndarray,
-    *,
-    partitioner: str,
-    num_partitions: int,
-    partition_id: int,
-    seed: int,
-    dirichlet_alpha: float = 0.5,
-) -> np.ndarray:
-    """The ``rows`` (indices into ``labels``) that belong to ``partition_id``, via flwr-datasets.
-
-    Args:
-        labels: labels of the whole split.
-        rows: candidate rows, already shuffled with the run seed (``IidPartitioner`` cuts
-            contiguous shards of the rows as given).
-        partitioner: "iid" or "dirichlet" (``DirichletPartitioner`` over the labels).
-    """
-    from datasets import Dataset
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
-
-    if partitioner not in PARTITIONERS:
-        raise DataError(f"partitioner must be one of {PARTITIONERS}, got {partitioner!r}")
-    if not 0 <= partition_id < num_partitions:
-        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
-    impl: Partitioner
-    if partitioner == "iid":
-        impl = IidPartitioner(num_partitions=num_partitions)
-    else:
-        impl = DirichletPartitioner(
-            num_partitions=num_partitions, partition_by=LABEL_COLUMN, alpha=dirichlet_alpha, seed=seed
-        )
-    impl.dataset = Dataset.from_dict({LABEL_COLUMN: labels[rows].tolist(), "row": rows.tolist()})
-    return np.asarray(impl.load_partition(partition_id)["row"], dtype=np.int64)

@@ -1,15 +1,44 @@
-"""Differential privacy with Opacus: user-level DP-FedAvg accounting and client DP-SGD."""
+"""Differential privacy with Opacus: user-level DP-FedAvg accounting and client DP-SGD.
 
-from .accounting import (
-    UserLevelAccountant,
-    epsilon_rdp,
-    noise_multiplier_for_target,
-    validate_dp_parameters,
-)
-from .dpsgd import DPSGDResult, history_from_record, history_to_record, make_private_compatible, train_dp_sgd
+Opacus is imported only when one of these names is first used (PEP 562), so that config
+parsing and ``import flwr_privshare`` stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .section import ACCOUNTANTS, CLIPPING_MODES, DPSection
+
+if TYPE_CHECKING:
+    from .accounting import UserLevelAccountant, epsilon_rdp, noise_multiplier_for_target, validate_dp_parameters
+    from .dpsgd import DPSGDResult, history_from_record, history_to_record, make_private_compatible, train_dp_sgd
+
+_LAZY = {
+    "UserLevelAccountant": ".accounting",
+    "epsilon_rdp": ".accounting",
+    "noise_multiplier_for_target": ".accounting",
+    "validate_dp_parameters": ".accounting",
+    "DPSGDResult": ".dpsgd",
+    "history_from_record": ".dpsgd",
+    "history_to_record": ".dpsgd",
+    "make_private_compatible": ".dpsgd",
+    "train_dp_sgd": ".dpsgd",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
 
 __all__ = [
+    "ACCOUNTANTS",
+    "CLIPPING_MODES",
     "DPSGDResult",
+    "DPSection",
     "UserLevelAccountant",
     "epsilon_rdp",
     "history_from_record",

@@ -29,8 +29,14 @@ Flower's wrapper is configured with, which assumes a centred count and the old n
 
 from __future__ import annotations
 
+import math
+
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+
+from .opacus_logging import drop_opacus_root_handler
+
+drop_opacus_root_handler()
 
 SAMPLING_ASSUMPTION = (
     "Flower samples a fixed number m of N clients without replacement each round; epsilon "
@@ -43,10 +49,10 @@ def validate_dp_parameters(
     *, noise_multiplier: float, clipping_norm: float, delta: float, num_sampled: int, num_total: int
 ) -> None:
     """Raise ``ValueError`` naming the first bad value."""
-    if not noise_multiplier > 0:
-        raise ValueError(f"noise-multiplier must be positive, got {noise_multiplier}")
-    if not clipping_norm > 0:
-        raise ValueError(f"clipping-norm must be positive, got {clipping_norm}")
+    if not 0 < noise_multiplier < math.inf:
+        raise ValueError(f"noise-multiplier must be a positive finite number, got {noise_multiplier}")
+    if not 0 < clipping_norm < math.inf:
+        raise ValueError(f"clipping-norm must be a positive finite number, got {clipping_norm}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if num_total < 1 or not 1 <= num_sampled <= num_total:
@@ -70,8 +76,8 @@ def noise_multiplier_for_target(target_epsilon: float, delta: float, sample_rate
     Raises:
         ValueError: when the target cannot be reached.
     """
-    if not target_epsilon > 0:
-        raise ValueError(f"target-epsilon must be positive, got {target_epsilon}")
+    if not 0 < target_epsilon < math.inf:
+        raise ValueError(f"target-epsilon must be a positive finite number, got {target_epsilon}")
     try:
         return float(
             get_noise_multiplier(

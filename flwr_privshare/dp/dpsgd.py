@@ -27,10 +27,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..data import ImageDataset
 from ..train import make_optimizer
+from .opacus_logging import drop_opacus_root_handler
+from .section import ACCOUNTANTS
+
+drop_opacus_root_handler()
 
 logger = logging.getLogger(__name__)
 
-ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
 DEFAULT_GRAD_SAMPLE_MODE = "ew"  # fastest for the project's CNNs on CPU (benchmarks/dp_overhead.py)
 History = list[tuple[float, float, int]]

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from flwr_privshare.config import ExperimentConfig
+from flwr_privshare.config import RunConfig
 from flwr_privshare.data import ImageDataset
-from flwr_privshare.dpm_experiment import ensemble_for, train_stand_in_dpm
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import (
     DeepPoisoningModule,
@@ -25,10 +24,18 @@ from flwr_privshare.poisoning import (
     train_reconstructor,
 )
 from flwr_privshare.poisoning.evaluation import STRETCH_TAIL
+from flwr_privshare.poisoning.procedures import ensemble_for, train_stand_in_dpm
 from flwr_privshare.poisoning.reconstructor import stretch
 from flwr_privshare.train import batches
 
+from ..experiments import DPM_LIBRARY_DEFAULTS
+
 CPU = torch.device("cpu")
+
+
+def run_config(**values: object) -> RunConfig:
+    """The DPM section's library defaults with ``values`` (run-config keys as Python names)."""
+    return DPM_LIBRARY_DEFAULTS.schema.parse({key.replace("_", "-"): value for key, value in values.items()})
 
 
 @dataclass
@@ -233,7 +240,7 @@ def test_negative_feature_noise_is_rejected_before_training(tiny: Tiny) -> None:
 
 
 def test_stand_in_dpms_are_reproducible_and_each_stream_is_its_own(tiny: Tiny) -> None:
-    config = ExperimentConfig(num_server_rounds=1, dpm_epochs=1, batch_size=32)
+    config = run_config(num_server_rounds=1, dpm_epochs=1, batch_size=32)
 
     def weights(stream: tuple[object, ...]) -> torch.Tensor:
         dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, stream=stream).dpm
@@ -246,7 +253,7 @@ def test_stand_in_dpms_are_reproducible_and_each_stream_is_its_own(tiny: Tiny) -
 
 def test_a_stand_in_for_fewer_rounds_trains_as_a_shorter_run_would(tiny: Tiny) -> None:
     def weights(rounds_in_run: int, rounds: int | None) -> torch.Tensor:
-        config = ExperimentConfig(num_server_rounds=rounds_in_run, dpm_epochs=1, batch_size=32)
+        config = run_config(num_server_rounds=rounds_in_run, dpm_epochs=1, batch_size=32)
         dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0, rounds=rounds).dpm
         return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
 
@@ -257,9 +264,7 @@ def test_a_stand_in_for_fewer_rounds_trains_as_a_shorter_run_would(tiny: Tiny) -
 
 def test_a_stand_in_trains_the_warm_up_epochs_before_its_rounds(tiny: Tiny) -> None:
     def weights(rounds: int, warmup_epochs: int) -> torch.Tensor:
-        config = ExperimentConfig(
-            num_server_rounds=rounds, dpm_epochs=1, dpm_warmup_epochs=warmup_epochs, batch_size=32
-        )
+        config = run_config(num_server_rounds=rounds, dpm_epochs=1, dpm_warmup_epochs=warmup_epochs, batch_size=32)
         dpm = train_stand_in_dpm(config, tiny.split, tiny.reconstructor, tiny.data, ssim_weight=1.0).dpm
         return torch.cat([parameter.detach().flatten() for parameter in dpm.parameters()])
 
@@ -270,7 +275,7 @@ def test_a_stand_in_trains_the_warm_up_epochs_before_its_rounds(tiny: Tiny) -> N
 
 def test_the_ensemble_holds_the_asked_instances_of_each_architecture_and_the_first_is_unchanged(tiny: Tiny) -> None:
     def members(instances: int) -> list[Reconstructor]:
-        config = ExperimentConfig(
+        config = run_config(
             dpm_ensemble="px3s2,rx3s2-c", dpm_ensemble_instances=instances, reconstructor_epochs=1, batch_size=64
         )
         return ensemble_for(config, tiny.split, tiny.data, tiny.shape)

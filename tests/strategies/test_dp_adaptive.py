@@ -13,8 +13,8 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
 from flwr_privshare.dp.accounting import adaptive_round_noise_multiplier
+from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY
 from flwr_privshare.strategies import DPFedAvg
-from flwr_privshare.strategies.dp_fedavg import ADAPTIVE_CLIPPING_KEY
 
 from .test_dp_fedavg import DIM, FakeGrid, dp, run_round
 

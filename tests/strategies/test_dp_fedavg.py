@@ -8,7 +8,19 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+)
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
@@ -161,9 +173,10 @@ def test_target_epsilon_picks_the_noise_and_unreachable_targets_fail() -> None:
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        ({"noise_multiplier": 0.0}, "noise-multiplier must be positive, got 0.0"),
-        ({"noise_multiplier": -1.0}, "noise-multiplier must be positive"),
-        ({"clipping_norm": 0.0}, "clipping-norm must be positive, got 0.0"),
+        ({"noise_multiplier": 0.0}, "noise-multiplier must be a positive finite number, got 0.0"),
+        ({"noise_multiplier": -1.0}, "noise-multiplier must be a positive finite number"),
+        ({"noise_multiplier": float("inf")}, "noise-multiplier must be a positive finite number, got inf"),
+        ({"clipping_norm": 0.0}, "clipping-norm must be a positive finite number, got 0.0"),
         ({"delta": 1.0}, r"delta must be in \(0, 1\), got 1.0"),
         ({"num_sampled_clients": 41}, r"between 1 and the number of clients \(40\), got 41"),
         ({"clipping": "both"}, "clipping must be one of"),
@@ -174,11 +187,56 @@ def test_bad_input_is_rejected_before_training(overrides: dict[str, object], pat
         dp(**overrides)
 
 
-def test_non_averaging_inner_strategies_and_oversampling_are_refused() -> None:
-    with pytest.raises(TypeError, match="FedAvg-family"):
+@pytest.mark.parametrize("inner", [FedMedian(), FedTrimmedAvg(), Krum(), MultiKrum(), Bulyan(), object()])
+def test_inner_strategies_that_do_not_average_are_refused(inner: object) -> None:
+    # z * C / m is calibrated for the mean of m clipped updates; a median or Krum moves by about C.
+    with pytest.raises(TypeError, match="needs an inner strategy that averages the client updates"):
         DPFedAvg(
-            object(), noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=1, num_total_clients=2, delta=1e-5
-        )  # type: ignore[arg-type]
+            inner,  # type: ignore[arg-type]
+            noise_multiplier=1.0,
+            clipping_norm=1.0,
+            num_sampled_clients=1,
+            num_total_clients=2,
+            delta=1e-5,
+        )
+
+
+@pytest.mark.parametrize("inner", [FedAvg(), FedProx(), FedAvgM(), FedAdam(), FedYogi(), FedAdagrad()])
+def test_averaging_inner_strategies_and_subclasses_that_keep_the_mean_are_accepted(inner: FedAvg) -> None:
+    class Logged(type(inner)):  # type: ignore[misc]
+        """A user's subclass that changes something else than the aggregation."""
+
+        def summary(self) -> None:
+            pass
+
+    for strategy in (inner, Logged()):
+        DPFedAvg(
+            strategy, noise_multiplier=1.0, clipping_norm=1.0, num_sampled_clients=1, num_total_clients=2, delta=1e-5
+        )
+
+
+def test_oversampling_is_refused() -> None:
     strategy = dp(FedAvg(fraction_train=0.5))
     with pytest.raises(RuntimeError, match="sampled 20 clients"):
         strategy.configure_train(1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), ConfigRecord(), FakeGrid(40))  # type: ignore[arg-type]
+
+
+def test_client_side_clipping_drops_updates_the_clients_did_not_clip() -> None:
+    # With clipping="client" the server trusts the clients' mods; it checks the norms it can see.
+    np.random.seed(0)
+    strategy = dp(clipping="client", noise_multiplier=1e-9)
+    global_w = np.full(DIM, 0.25, np.float32)
+    global_arrays = ArrayRecord({"w": Array(global_w)})
+    list(strategy.configure_train(1, global_arrays, ConfigRecord(), cast(Grid, FakeGrid(40))))
+    clipped = np.full(DIM, 0.5 / DIM**0.5, np.float32)  # norm exactly C = 0.5
+    unclipped = np.full(DIM, 2.0 / DIM**0.5, np.float32)  # norm 2.0: no mod clipped it
+    replies = [reply(global_w + clipped, 10), reply(global_w + unclipped, 10)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    assert strategy.unclipped == {1: 1} and strategy.accountant.history[-1][2] == 1
+    np.testing.assert_allclose(arrays["w"].numpy() - global_w, clipped, atol=1e-6)  # the mean of what was kept
+    # A round of unclipped updates only is empty: no model change, no privacy cost.
+    list(strategy.configure_train(2, global_arrays, ConfigRecord(), cast(Grid, FakeGrid(40))))
+    rounds_before = strategy.accountant.rounds
+    assert strategy.aggregate_train(2, [reply(global_w + unclipped, 10)]) == (None, None)
+    assert strategy.unclipped[2] == 1 and strategy.accountant.rounds == rounds_before

@@ -13,14 +13,14 @@ from flwr.serverapp import Grid
 from flwr_privshare.data import ImageDataset
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import Reconstructor, SelfCheck, poisoned_features
-from flwr_privshare.strategies import FeatureSharing
-from flwr_privshare.strategies.feature_sharing import (
+from flwr_privshare.protocol import (
     CHECK_RECONSTRUCTOR_KEY,
     ENSEMBLE_KEY,
     FEATURES_KEY,
     RECONSTRUCTOR_KEY,
     SELF_CHECK_FAILED,
 )
+from flwr_privshare.strategies import FeatureSharing
 
 from .test_dp_fedavg import FakeGrid
 

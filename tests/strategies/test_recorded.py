@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
@@ -103,3 +107,61 @@ def test_recorded_rounds_of_any_inner_strategy(tmp_path: Path, inner: str) -> No
         assert epsilons[0] < epsilons[1]
     else:
         np.testing.assert_allclose(result.arrays["w"].numpy(), np.full(5, 0.02), atol=1e-6)
+
+
+class ClientsGrid:
+    """A Grid whose nodes answer with ``answer(message)``: enough for ``Strategy.start``."""
+
+    def __init__(self, num_nodes: int, answer: Callable[[Message], Message]) -> None:
+        self.answer = answer
+        self.node_ids = list(range(1, num_nodes + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return self.node_ids
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        return [self.answer(message) for message in messages]
+
+
+def trained(message: Message) -> Message:
+    """A client that adds 1 to every array and reports a metric of its own named ``train_loss``."""
+    if message.metadata.message_type == MessageType.EVALUATE:
+        return Message(RecordDict({"metrics": MetricRecord({"loss": 0.5, "num-examples": 10})}), reply_to=message)
+    arrays = ArrayRecord({k: Array(v.numpy() + 1) for k, v in message.content.array_records["arrays"].items()})
+    metrics = MetricRecord({"train_loss": 2.0, "num-examples": 10})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+
+
+def broken(message: Message) -> Message:
+    return Message(Error(code=3, reason="ClientApp raised ValueError('disk full')"), reply_to=message)
+
+
+@pytest.fixture(autouse=True)
+def _server_identity() -> None:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def test_a_run_in_which_every_reply_fails_keeps_the_initial_model_and_records_why(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path, "run", {}, seed=0)
+    strategy = Recorded(FedAvg(fraction_evaluate=0.0, min_available_nodes=1), folder)
+    initial = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    result = strategy.start(ClientsGrid(2, broken), initial, num_rounds=2)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(result.arrays["w"].numpy(), np.zeros(3))
+    rows = list(csv.DictReader((folder.path / "rounds.csv").open()))
+    assert [(row["train_replies"], row["train_failures"]) for row in rows[1:]] == [("0", "2"), ("0", "2")]
+    wire = json.loads((folder.path / "wire.json").read_text())
+    assert [entry["errors"] for entry in wire] == [
+        [{"code": 3, "reason": "ClientApp raised ValueError('disk full')"}] * 2
+    ] * 2
+
+
+def test_evaluate_replies_are_audited_and_client_metric_names_are_not_prefixed_twice(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path, "run", {}, seed=0)
+    strategy = Recorded(FedAvg(fraction_evaluate=1.0, min_available_nodes=1, min_evaluate_nodes=1), folder)
+    initial = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    result = strategy.start(ClientsGrid(2, trained), initial, num_rounds=1)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(result.arrays["w"].numpy(), np.ones(3))
+    (row,) = list(csv.DictReader((folder.path / "rounds.csv").open()))[1:]
+    assert row["train_loss"] == "2.0" and "train_train_loss" not in row and row["evaluate_loss"] == "0.5"
+    stages = [(entry["stage"], len(entry["replies"])) for entry in json.loads((folder.path / "wire.json").read_text())]
+    assert stages == [("train", 2), ("evaluate", 2)]

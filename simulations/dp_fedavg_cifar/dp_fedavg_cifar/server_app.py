@@ -1,14 +1,5 @@
-"""ServerApp: FedAvg (or DPFedAvg) with central evaluation and per-round epsilon."""
+"""ServerApp: the experiment skeleton of flwr-privshare with this app's sections."""
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from .experiment import EXPERIMENT
 
-from flwr_privshare.server import run_fedavg_experiment
-
-app = ServerApp()
-
-
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Run the experiment described by ``context.run_config``."""
-    run_fedavg_experiment(grid, context)
+app = EXPERIMENT.server_app()

@@ -1,14 +1,5 @@
-"""ServerApp: bootstrap Phi, train the reconstructors, run FeatureSharing rounds, audit the DPM."""
+"""ServerApp: the experiment skeleton of flwr-privshare with this app's sections."""
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from .experiment import EXPERIMENT
 
-from flwr_privshare.dpm_experiment import run_dpm_experiment
-
-app = ServerApp()
-
-
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Run the experiment described by ``context.run_config``."""
-    run_dpm_experiment(grid, context)
+app = EXPERIMENT.server_app()

@@ -1,14 +1,5 @@
-"""ClientApp: each client VisualMixer-shuffles its own partition once and trains on it."""
+"""ClientApp: the experiment's train handler (and every registered protection's client mods)."""
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
+from .experiment import EXPERIMENT
 
-from flwr_privshare.clients import dp_clipping_mod, train_handler
-
-app = ClientApp()
-
-
-@app.train(mods=[dp_clipping_mod])
-def train(msg: Message, context: Context) -> Message:
-    """Train the global model on this client's protected partition."""
-    return train_handler(msg, context)
+app = EXPERIMENT.client_app()

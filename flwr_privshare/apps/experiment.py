@@ -1,0 +1,223 @@
+"""One experiment skeleton for every app: validate → data → strategy → record rounds → post-run attacks → summary.
+
+An app is an :class:`Experiment` subclass instance built with the config sections it
+declares; ``server_app()`` and ``client_app()`` give the Flower apps, so a simulation's
+``server_app.py`` and ``client_app.py`` are two lines each. Subclasses fill in
+:meth:`Experiment.prepare` (data and model, all checks before any work) and
+:meth:`Experiment.strategy` (the rounds' strategy), and may add summary details.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, MetricRecordValues
+from flwr.clientapp import ClientApp
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result, Strategy
+
+from ..attacks import FinishedRun, build_attack
+from ..config import AppSchema, CommonSection, RunConfig, RunConfigValue, Section
+from ..data import ImageDataset
+from ..models import ImageClassifier, build_model
+from ..protections import Protection, registered_protections
+from ..results import RunFolder
+from ..seeding import derive_seed
+from ..summary import RunSummary
+from ..train import evaluate, get_device
+
+Plots = dict[str, tuple[str, list[str]]]
+
+
+@dataclass
+class Plan:
+    """What :meth:`Experiment.prepare` makes ready before any work: data, model and protections.
+
+    Attributes:
+        label: the method label of the default run name and of ``summary.json``'s ``protection``.
+        model_name: the architecture.
+        model: the initial global model (built from the run seed).
+        test_sets: named test sets, the primary first; ``"plain"`` is always present.
+        public: the server's public split.
+        protections: the run's protections, in order.
+    """
+
+    label: str
+    model_name: str
+    model: ImageClassifier
+    test_sets: dict[str, ImageDataset]
+    public: ImageDataset
+    protections: list[Protection] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+def central_evaluation(
+    model_name: str, num_classes: int, test_sets: dict[str, ImageDataset]
+) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """An ``evaluate_fn`` for :meth:`Strategy.start`: ``accuracy`` and ``loss`` on the first (primary) test set
+    and ``<name>_accuracy`` on every set."""
+    device = get_device()
+    model = build_model(model_name, num_classes)
+    primary = next(iter(test_sets))
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        metrics: dict[str, MetricRecordValues] = {}
+        for name, data in test_sets.items():
+            loss, accuracy = evaluate(model, data, device=device)
+            metrics[f"{name}_accuracy"] = accuracy
+            if name == primary:
+                metrics["accuracy"], metrics["loss"] = accuracy, loss
+        return MetricRecord(metrics)
+
+    return evaluate_fn
+
+
+class Experiment(ABC):
+    """The skeleton (see the module docstring).
+
+    Args:
+        sections: the config sections the app declares besides :class:`CommonSection`.
+        defaults: the app's defaults where they differ from the sections'.
+        attacks: names of registered attacks to run after the rounds (each runs where it applies).
+    """
+
+    def __init__(
+        self,
+        *sections: type[Section],
+        defaults: Mapping[str, RunConfigValue] | None = None,
+        attacks: Sequence[str] = (),
+    ) -> None:
+        self.schema = AppSchema((CommonSection, *sections), dict(defaults or {}))
+        # References to every protection registered when the app was built: wherever this
+        # experiment is unpickled (a Ray actor), their modules are imported and register again.
+        self.known_protections = registered_protections()
+        self.attacks = [build_attack(name) for name in attacks]
+        for attack in self.attacks:
+            if attack.section is not None and attack.section not in self.schema.sections:
+                raise ValueError(f"attack {attack.name!r} needs the {attack.section.title} section")
+
+    # -- what an app fills in ------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, run: RunConfig, grid: Grid) -> Plan:
+        """Load the data, check what depends on it and build the initial model; no rounds, no folder yet."""
+
+    @abstractmethod
+    def strategy(self, run: RunConfig, plan: Plan, grid: Grid) -> Strategy:
+        """The strategy of the recorded rounds (may run preliminary rounds, e.g. a bootstrap)."""
+
+    @abstractmethod
+    def train(self, msg: Message, context: Context) -> Message:
+        """The ClientApp's train handler."""
+
+    def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
+        """Further headline values of ``summary.json`` (none by default)."""
+        return {}
+
+    def privacy(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, dict[str, Any]]:
+        """The privacy sections of ``summary.json`` before the attacks: one per protection that reports."""
+        sections: dict[str, dict[str, Any]] = {}
+        for protection in plan.protections:
+            report = protection.report(strategy, result)
+            if report is not None:
+                sections[protection.name] = report
+        return sections
+
+    def plots(self, plan: Plan) -> Plots:
+        """Plots of ``rounds.csv``: accuracy per round on every test set, plus the protections' plots."""
+        plots: Plots = {"accuracy": ("round", [f"{name}_accuracy" for name in plan.test_sets])}
+        for protection in plan.protections:
+            plots.update(protection.plots())
+        return plots
+
+    # -- the skeleton ----------------------------------------------------------------------------
+    def run(self, grid: Grid, context: Context) -> Path:
+        """Run the experiment of ``context.run_config``; return the published run folder."""
+        from ..strategies import Recorded
+
+        started = time.monotonic()
+        run = self.schema.parse(context.run_config)
+        common = run[CommonSection]
+        plan = self.prepare(run, grid)
+        # Flower samples clients with `random` and its DP wrappers draw their noise from NumPy's global RNG.
+        random.seed(derive_seed(common.seed, "client-sampling"))
+        np.random.seed(derive_seed(common.seed, "server-noise") % 2**32)
+        with RunFolder(common.output_dir, common.run_name_for(plan.label), run.to_run_config(), common.seed) as folder:
+            strategy = self.strategy(run, plan, grid)
+            recorded = Recorded(strategy, folder)
+            num_classes = next(iter(plan.test_sets.values())).num_classes
+            result = recorded.start(
+                grid,
+                ArrayRecord(plan.model.state_dict()),
+                num_rounds=common.num_server_rounds,
+                evaluate_fn=central_evaluation(plan.model_name, num_classes, plan.test_sets),
+            )
+            plan.model.load_state_dict(result.arrays.to_torch_state_dict())
+            torch.save(plan.model.state_dict(), folder.path / "model.pt")
+            privacy = self.privacy(run, plan, strategy, result)
+            finished = FinishedRun(
+                run,
+                plan.model_name,
+                plan.model,
+                plan.test_sets,
+                plan.public,
+                len(list(grid.get_node_ids())),
+                folder,
+                plan.artifacts,
+            )
+            for attack in self.attacks:
+                if attack.applies(finished):
+                    log(INFO, "post-run attack: %s", attack.name)
+                    privacy[attack.name] = attack.run(finished)
+            final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]
+            summary = RunSummary(
+                method=self.method(plan),
+                protection=plan.label,
+                dataset=common.data_dir or common.dataset,
+                final_accuracy=float(final["accuracy"]),  # type: ignore[arg-type]
+                num_rounds=common.num_server_rounds,
+                num_clients=finished.num_clients,
+                client_failures=sum(recorded.failures.values()),
+                seed=common.seed,
+                wall_time_s=round(time.monotonic() - started, 2),
+                privacy=privacy,
+                details=self.details(run, plan, strategy, result),
+            )
+            return folder.finish(summary.to_json(), self.plots(plan))
+
+    def method(self, plan: Plan) -> str:
+        """The method name of ``summary.json``."""
+        from ..protections import method_name
+
+        return method_name(plan.protections)
+
+    def server_app(self) -> ServerApp:
+        """A Flower ServerApp that runs :meth:`run`."""
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> None:
+            self.run(grid, context)
+
+        return app
+
+    def client_app(self) -> ClientApp:
+        """A Flower ClientApp with :meth:`train` and every registered protection's client mods."""
+        app = ClientApp()
+        mods = list(dict.fromkeys(mod for cls in registered_protections().values() for mod in cls.client_mods))
+
+        @app.train(mods=mods)
+        def train(msg: Message, context: Context) -> Message:
+            return self.train(msg, context)
+
+        return app

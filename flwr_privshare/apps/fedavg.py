@@ -1,0 +1,142 @@
+"""The FedAvg-family experiment: plain FedAvg under any composition of registered protections.
+
+The server evaluates the global model centrally after every round on the protected view of
+the test set (when a protection changes images) and on the plain one; the protections may
+wrap the strategy (DP-FedAvg) and report their section. Clients load their partition, let
+every protection change it (VisualMixer), train (plainly, or with the protection that
+brings its own loop: DP-SGD) and reply with the model arrays and scalar metrics only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from ..config import CommonSection, RunConfig
+from ..data import ImageDataset, client_partition, load_split, public_split
+from ..models import build_model
+from ..protections import LocalTraining, Protection, ProtectionSection, resolve_protections
+from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, SERVER_ROUND
+from ..seeding import derive_seed, seeded
+from ..train import get_device, train
+from .experiment import Experiment, Plan
+
+
+def aggregate_client_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """FedAvg's weighted mean of the client metrics, plus ``epsilon-max`` and ``epsilon-mean`` over clients.
+
+    A weighted mean of per-client epsilons means nothing; the guarantee of a DP-SGD round
+    is that of its worst client (``epsilon-max``).
+    """
+    metrics = aggregate_metricrecords(records, weighted_by_key)
+    epsilons = [
+        float(cast(float, record["epsilon"]))
+        for content in records
+        for record in content.metric_records.values()
+        if "epsilon" in record
+    ]
+    if epsilons:
+        metrics["epsilon-max"] = max(epsilons)
+        metrics["epsilon-mean"] = sum(epsilons) / len(epsilons)
+    return metrics
+
+
+def protections_of(run: RunConfig) -> list[Protection]:
+    """The run's protections (none when the app declares no ``protection`` key)."""
+    return resolve_protections(run[ProtectionSection].protection, run) if ProtectionSection in run else []
+
+
+def protected_training_data(
+    run: RunConfig, protections: list[Protection], context: Context
+) -> tuple[ImageDataset, dict[str, float]]:
+    """The client's partition after every protection's data hook, and the metrics they report."""
+    data = client_partition(
+        run[CommonSection], int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    )
+    metrics: dict[str, float] = {}
+    for protection in protections:
+        data, reported = protection.client_data(data, context)
+        metrics.update(reported)
+    return data, metrics
+
+
+def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
+    """Train the received global model on the client's protected partition; reply with arrays and metrics."""
+    common = run[CommonSection]
+    protections = protections_of(run)
+    partition_id = int(context.node_config["partition-id"])
+    data, data_metrics = protected_training_data(run, protections, context)
+    model = build_model(common.model_for(data.image_shape), data.num_classes)
+    model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    server_round = cast(int, msg.content.config_records[CONFIG_KEY][SERVER_ROUND])
+    local = LocalTraining(
+        epochs=common.local_epochs,
+        batch_size=common.batch_size,
+        optimizer=common.optimizer,
+        learning_rate=common.learning_rate,
+        device=get_device(),
+        seed=derive_seed(common.seed, "train", partition_id, server_round),
+        num_server_rounds=common.num_server_rounds,
+    )
+    trainer = next((p for p in protections if p.replaces_training()), None)
+    if trainer is not None:
+        trained = dict(trainer.train(model, data, context, local))
+    else:
+        loss = train(
+            model,
+            data,
+            epochs=local.epochs,
+            batch_size=local.batch_size,
+            optimizer=local.optimizer,
+            learning_rate=local.learning_rate,
+            device=local.device,
+            generator=torch.Generator().manual_seed(local.seed),
+        )
+        trained = {"loss": loss}
+    metrics = MetricRecord({"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), **data_metrics, **trained})
+    content = RecordDict({ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()), METRICS_KEY: metrics})
+    return Message(content=content, reply_to=msg)
+
+
+class FedAvgExperiment(Experiment):
+    """FedAvg with central evaluation, under the protections of the ``protection`` key."""
+
+    def prepare(self, run: RunConfig, grid: Grid) -> Plan:
+        common = run[CommonSection]
+        protections = protections_of(run)
+        test = load_split(common.dataset, "test", common.data_dir).head(common.test_size)
+        for protection in protections:
+            protection.check_data(test.image_shape)
+        public = public_split(common)
+        model_name = common.model_for(test.image_shape)
+        test_sets: dict[str, ImageDataset] = {}
+        for protection in protections:
+            test_sets.update(protection.test_sets(test))
+        test_sets["plain"] = test
+        with seeded(derive_seed(common.seed, "model-init")):
+            model = build_model(model_name, test.num_classes)
+        return Plan(run[ProtectionSection].protection, model_name, model, test_sets, public, protections)
+
+    def strategy(self, run: RunConfig, plan: Plan, grid: Grid) -> Strategy:
+        strategy: Strategy = FedAvg(
+            fraction_train=run[CommonSection].fraction_train,
+            fraction_evaluate=0.0,
+            min_train_nodes=1,
+            min_available_nodes=1,
+            train_metrics_aggr_fn=aggregate_client_metrics,
+        )
+        for protection in plan.protections:
+            strategy = protection.wrap_strategy(strategy, grid)
+        return strategy
+
+    def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
+        final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]
+        return {"final_plain_accuracy": final["plain_accuracy"]}
+
+    def train(self, msg: Message, context: Context) -> Message:
+        return train_locally(self.schema.parse(context.run_config), msg, context)

@@ -1,0 +1,35 @@
+"""Print the run-config key reference of one or more apps: ``python -m flwr_privshare.config APP_DIR ...``.
+
+``docs/configuration.md`` is this command's output for the three simulations (a test keeps it in step).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def reference(app_dirs: list[str]) -> str:
+    """The Markdown key reference of every app in ``app_dirs``."""
+    from ..apps.loading import load_experiment
+
+    parts = [
+        "# Run-config keys",
+        "",
+        "Generated from the apps' config sections by `python -m flwr_privshare.config "
+        + " ".join(app_dirs)
+        + "`. Every key is validated before any work starts; a key an app does not declare is refused.",
+        "",
+    ]
+    for app_dir in app_dirs:
+        experiment = load_experiment(app_dir)
+        if experiment is None:
+            raise SystemExit(f"{app_dir} is not built on flwr_privshare.apps.Experiment")
+        parts += [f"## `{Path(app_dir).as_posix()}`", "", experiment.schema.reference()]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    sys.stdout.write(reference(sys.argv[1:]))

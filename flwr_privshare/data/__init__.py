@@ -1,0 +1,16 @@
+"""Image data sets (hub id or local parquet folder, decoded once and cached) and their partitions."""
+
+from .datasets import DataError, ImageDataset, cache_dir, load_split
+from .partitions import PARTITIONERS, client_partition, partition_rows, public_split, split_public
+
+__all__ = [
+    "PARTITIONERS",
+    "DataError",
+    "ImageDataset",
+    "cache_dir",
+    "client_partition",
+    "load_split",
+    "partition_rows",
+    "public_split",
+    "split_public",
+]

@@ -1,0 +1,51 @@
+"""The DP section: the run-config keys of DP-SGD (Opacus, per example) and DP-FedAvg (per user)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.checks import NON_NEGATIVE, POSITIVE, Interval, one_of, require
+from ..config.section import Section, setting
+
+ACCOUNTANTS = ("rdp", "prv")
+CLIPPING_MODES = ("server", "client", "server-adaptive", "client-adaptive")
+
+
+@dataclass(frozen=True)
+class DPSection(Section):
+    """Differential privacy: DP-SGD on every client (``dp-sgd``) or user-level DP-FedAvg (``dp-fedavg``)."""
+
+    title = "Differential privacy"
+
+    noise_multiplier: float = setting(1.0, "noise multiplier z (DP-SGD: per batch; DP-FedAvg: per round)", POSITIVE)
+    max_grad_norm: float = setting(1.0, "DP-SGD per-example gradient clipping norm", POSITIVE)
+    clipping_norm: float = setting(
+        0.5, "DP-FedAvg client-update clipping norm (the initial one when adaptive)", POSITIVE
+    )
+    delta: float = setting(
+        1e-5, "the delta of every reported epsilon", Interval("a number in (0, 1)", 0, 1, True, True)
+    )
+    target_epsilon: float = setting(
+        0.0,
+        "when positive, the noise multiplier that keeps the whole run within this epsilon (0: use noise-multiplier)",
+        NON_NEGATIVE,
+    )
+    dp_accountant: str = setting("rdp", "DP-SGD accountant (DP-FedAvg always uses RDP)", one_of(ACCOUNTANTS))
+    dp_clipping: str = setting(
+        "server",
+        "DP-FedAvg clipping on the server or the client, fixed or adaptive (Andrew et al. 2021)",
+        one_of(CLIPPING_MODES),
+    )
+    dp_clipped_count_stddev: float = setting(
+        0.0,
+        "adaptive clipping's noise std on the clipped-client count (0: Flower's default, sampled clients / 20)",
+        NON_NEGATIVE,
+    )
+
+    def validate(self) -> None:
+        require(
+            not (self.target_epsilon > 0 and self.dp_clipping.endswith("adaptive")),
+            "target-epsilon",
+            self.target_epsilon,
+            f"0 with dp-clipping {self.dp_clipping!r} (with adaptive clipping epsilon is only known after the run)",
+        )

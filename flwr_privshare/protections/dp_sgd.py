@@ -1,0 +1,92 @@
+"""DP-SGD as a protection: every client trains with Opacus, and its accountant persists across rounds.
+
+The accountant's history is kept in ``context.state`` (it never leaves the client), so the
+epsilon a client reports is cumulative over the rounds it took part in. The server reports
+the worst client's epsilon: a weighted mean of per-client epsilons means nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Context, MetricRecord
+from flwr.serverapp.strategy import Result, Strategy
+from torch import nn
+
+from ..data import ImageDataset
+from ..dp.section import DPSection
+from .base import LocalTraining, Protection, register_protection
+
+STATE_KEY = "dp-sgd-accountant"
+
+
+@register_protection
+class DPSGDProtection(Protection):
+    """DP-SGD (Abadi et al. 2016) on every client with Opacus, Poisson sampling of each client's examples."""
+
+    name = "dp-sgd"
+    section = DPSection
+    conflicts = ("dp-fedavg",)  # two guarantees (per example, per user) that the report cannot combine
+
+    @property
+    def settings(self) -> DPSection:
+        return self.run[DPSection]
+
+    def noise_multiplier(self, num_examples: int, local: LocalTraining) -> float:
+        """``noise-multiplier``, or the one that keeps all rounds within ``target-epsilon`` (Opacus RDP).
+
+        Opacus samples each batch with rate ``1 / ceil(n / batch_size)`` and takes that many
+        steps per epoch; a client that trains in every round takes
+        ``num_server_rounds * local_epochs`` epochs.
+        """
+        if self.settings.target_epsilon <= 0:
+            return self.settings.noise_multiplier
+        from ..dp import noise_multiplier_for_target
+
+        steps_per_epoch = -(-num_examples // local.batch_size)
+        steps = local.num_server_rounds * local.epochs * steps_per_epoch
+        return noise_multiplier_for_target(
+            self.settings.target_epsilon, self.settings.delta, 1.0 / steps_per_epoch, steps
+        )
+
+    def train(self, model: nn.Module, data: ImageDataset, context: Context, local: LocalTraining) -> MetricRecord:
+        from ..dp import history_from_record, history_to_record, train_dp_sgd
+
+        stored = context.state.config_records.get(STATE_KEY)
+        noise_multiplier = self.noise_multiplier(len(data), local)
+        result = train_dp_sgd(
+            model,
+            data,
+            epochs=local.epochs,
+            batch_size=local.batch_size,
+            optimizer=local.optimizer,
+            learning_rate=local.learning_rate,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=self.settings.max_grad_norm,
+            delta=self.settings.delta,
+            history=history_from_record(stored) if stored is not None else [],
+            device=local.device,
+            seed=local.seed,
+            accountant=self.settings.dp_accountant,
+        )
+        context.state[STATE_KEY] = history_to_record(result.history, self.settings.dp_accountant)
+        return MetricRecord({"loss": result.loss, "epsilon": result.epsilon, "noise-multiplier": noise_multiplier})
+
+    def report(self, strategy: Strategy, result: Result) -> dict[str, Any]:
+        """The DP-SGD guarantee of the run: the worst client's cumulative epsilon."""
+        last_round = result.train_metrics_clientapp.get(max(result.train_metrics_clientapp, default=0), MetricRecord())
+        return {
+            "epsilon": last_round.get("epsilon-max"),
+            "epsilon_mean": last_round.get("epsilon-mean"),
+            "delta": self.settings.delta,
+            # With a target epsilon each client picks z for its own data size; this is their mean.
+            "noise_multiplier": last_round.get("noise-multiplier", self.settings.noise_multiplier),
+            "target_epsilon": self.settings.target_epsilon or None,
+            "max_grad_norm": self.settings.max_grad_norm,
+            "accountant": f"opacus-{self.settings.dp_accountant}",
+            "sampling_assumption": "Poisson sampling of each client's examples (Opacus); epsilon is per client, "
+            "cumulative over the rounds it took part in; the run reports the largest",
+        }
+
+    def plots(self) -> dict[str, tuple[str, list[str]]]:
+        return {"accuracy_vs_epsilon": ("train_epsilon-max", ["accuracy"])}

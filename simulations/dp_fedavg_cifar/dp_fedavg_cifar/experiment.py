@@ -1,0 +1,16 @@
+"""The app's experiment: FedAvg under DP-FedAvg, DP-SGD or VisualMixer with DP-SGD."""
+
+from flwr_privshare.apps import FedAvgExperiment
+from flwr_privshare.attacks import OracleSection
+from flwr_privshare.dp import DPSection
+from flwr_privshare.protections import ProtectionSection
+from flwr_privshare.visualmixer.section import VisualMixerSection
+
+EXPERIMENT = FedAvgExperiment(
+    ProtectionSection,
+    VisualMixerSection,
+    DPSection,
+    OracleSection,
+    defaults={"protection": "dp-fedavg", "oracle-epochs": 0},
+    attacks=("oracle",),
+)

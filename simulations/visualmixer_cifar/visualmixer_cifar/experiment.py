@@ -1,0 +1,10 @@
+"""The app's experiment: FedAvg under VisualMixer (or none), with oracle recognition after the rounds."""
+
+from flwr_privshare.apps import FedAvgExperiment
+from flwr_privshare.attacks import OracleSection
+from flwr_privshare.protections import ProtectionSection
+from flwr_privshare.visualmixer.section import VisualMixerSection
+
+EXPERIMENT = FedAvgExperiment(
+    ProtectionSection, VisualMixerSection, OracleSection, defaults={"protection": "visualmixer"}, attacks=("oracle",)
+)

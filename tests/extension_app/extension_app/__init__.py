@@ -1,0 +1,1 @@
+"""A test-only app whose protection is registered here, not in flwr-privshare."""

@@ -1,0 +1,63 @@
+"""privshare-run checks the run config against the app before it submits, and shows Flower's own refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flwr_privshare.config import ConfigError
+from flwr_privshare.launch import SubmissionError, _flwr_json, check_run_config
+
+from .experiments import SIMULATIONS
+
+FOREIGN_PYPROJECT = """
+[tool.flwr.app]
+publisher = "someone"
+[tool.flwr.app.components]
+serverapp = "foreign_app.server_app:app"
+clientapp = "foreign_app.client_app:app"
+[tool.flwr.app.config]
+num-server-rounds = 3
+fraction-evaluate = 0.5
+"""
+
+
+def test_an_undeclared_key_is_refused_with_the_closest_declared_one() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown run-config key 'num-rounds' \\(did you mean 'num-server-rounds'\\?\\)"
+    ):
+        check_run_config(SIMULATIONS / "visualmixer_cifar", 'num-rounds=3 protection="none"')
+
+
+def test_values_are_validated_by_the_apps_sections_before_submission() -> None:
+    with pytest.raises(ConfigError, match="'noise-multiplier' is inf; it must be a finite number"):
+        check_run_config(SIMULATIONS / "dp_fedavg_cifar", {"noise-multiplier": float("inf")})
+    assert check_run_config(SIMULATIONS / "dp_fedavg_cifar", "target-epsilon=8.0") == {"target-epsilon": 8.0}
+
+
+def test_a_foreign_app_is_checked_against_its_declared_keys(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(FOREIGN_PYPROJECT)
+    (tmp_path / "foreign_app").mkdir()
+    (tmp_path / "foreign_app" / "__init__.py").write_text("")
+    (tmp_path / "foreign_app" / "server_app.py").write_text("app = object()\n")
+    assert check_run_config(tmp_path, {"fraction-evaluate": 0.1}) == {"fraction-evaluate": 0.1}
+    with pytest.raises(ConfigError, match="'fraction-evalute' \\(did you mean 'fraction-evaluate'\\?\\)"):
+        check_run_config(tmp_path, {"fraction-evalute": 0.1})
+
+
+def test_flowers_own_refusal_is_raised_with_its_message(tmp_path: Path) -> None:
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "home")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    with pytest.raises(SubmissionError, match=r"(?s)flwr run was refused.*Failed to load Flower App configuration"):
+        _flwr_json(["run", str(tmp_path / "missing-app")], env, "run-id")
+
+
+def test_the_command_exits_2_naming_the_key_before_anything_starts() -> None:
+    command = [str(Path(sys.executable).parent / "privshare-run"), str(SIMULATIONS / "visualmixer_cifar")]
+    done = subprocess.run([*command, "--run-config", "vim-window-max=1"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "privshare-run: run-config key 'vim-window-max' is 1; it must be a power of two of at least 2" in done.stderr
