@@ -2,6 +2,6 @@
 
 from .dp_fedavg import DPFedAvg
 from .feature_sharing import FeatureSharing
-from .recorded import Recorded
+from .recorded import Recorded, in_content_order
 
-__all__ = ["DPFedAvg", "FeatureSharing", "Recorded"]
+__all__ = ["DPFedAvg", "FeatureSharing", "Recorded", "in_content_order"]

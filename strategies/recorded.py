@@ -37,6 +37,15 @@ from flwr_privshare.results import RunFolder
 from flwr_privshare.wire import describe_content
 
 
+def in_content_order(replies: Iterable[Message]) -> list[Message]:
+    """The replies sorted by a digest of their arrays: an order that does not depend on arrival.
+
+    Floating-point sums in another order differ in the last bits, which would make two runs
+    with the same seed diverge; every aggregation of this package sees replies in this order.
+    """
+    return sorted(replies, key=_content_digest)
+
+
 def _content_digest(message: Message) -> str:
     """A digest of a reply's arrays (empty for an error reply), used only for ordering."""
     digest = hashlib.sha256()
@@ -90,7 +99,7 @@ class Recorded(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Describe the replies in ``wire.json``, then let the wrapped strategy aggregate them."""
-        replies = sorted(replies, key=_content_digest)
+        replies = in_content_order(replies)
         if replies:
             self._log_wire(server_round, "evaluate", replies)
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
@@ -117,7 +126,7 @@ class Recorded(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Order, count and describe the replies, then let the wrapped strategy aggregate them."""
-        replies = sorted(replies, key=_content_digest)
+        replies = in_content_order(replies)
         failed = [msg for msg in replies if msg.has_error()]
         self.failures[server_round] = len(failed)
         self._replies[server_round] = len(replies) - len(failed)

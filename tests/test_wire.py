@@ -83,10 +83,10 @@ def test_shuffled_data_is_reused_and_differs_between_clients(data_root: Path, mo
     images_0 = first.state.array_records[VIM_STATE_KEY]["images"].numpy()
     _, again = run_train(data_root, 0)
     assert np.array_equal(again.state.array_records[VIM_STATE_KEY]["images"].numpy(), images_0)
-    import flwr_privshare.clients as clients
+    import flwr_privshare.protections.visualmixer as protection
 
     with monkeypatch.context() as patch:
-        patch.setattr(clients, "visual_mix", lambda *args, **kwargs: pytest.fail("mixed again"))
+        patch.setattr(protection, "visual_mix", lambda *args, **kwargs: pytest.fail("mixed again"))
         _, reused = run_train(data_root, 0, state=first.state)
     assert np.array_equal(reused.state.array_records[VIM_STATE_KEY]["images"].numpy(), images_0)
     _, other = run_train(data_root, 1)

@@ -22,6 +22,7 @@ from flwr_privshare.config import CommonSection
 from flwr_privshare.data import client_partition, load_split
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import DeepPoisoningModule, Reconstructor, SelfCheck, split_model, train_dpm
+from flwr_privshare.poisoning.section import DPMSection
 from flwr_privshare.protocol import SELF_CHECK_FAILED
 from flwr_privshare.seeding import derive_seed, seeded
 from flwr_privshare.strategies import FeatureSharing
@@ -116,7 +117,8 @@ def test_a_fresh_dpm_warms_up_before_it_shares_and_a_stored_one_does_not(data_ro
     torch.manual_seed(0)  # as dpm_round builds Phi and the straw man
     split = split_model(build_model("mnist-cnn"), "pool1")
     straw_man = Reconstructor("px2s2", (16, 14, 14), (1, 28, 28))
-    config = DPM_LIBRARY_DEFAULTS.schema.parse(client_run_config(data_root))[CommonSection]
+    run = DPM_LIBRARY_DEFAULTS.schema.parse(client_run_config(data_root))
+    config = run[CommonSection]
     with seeded(derive_seed(config.seed, "dpm-init", 0)):
         reference = DeepPoisoningModule(16)
     train_dpm(
@@ -127,7 +129,7 @@ def test_a_fresh_dpm_warms_up_before_it_shares_and_a_stored_one_does_not(data_ro
         ssim_weight=1.0,
         epochs=3,
         batch_size=16,
-        learning_rate=config.dpm_learning_rate,
+        learning_rate=run[DPMSection].dpm_learning_rate,
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(derive_seed(config.seed, "dpm", 0, 1)),
     )

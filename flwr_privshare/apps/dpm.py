@@ -13,16 +13,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from logging import INFO
 from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 
 from ..config import CommonSection, ConfigError, RunConfig, RunConfigValue
-from ..data import load_split, public_split
+from ..data import ImageDataset, load_split, public_split
 from ..models import ImageClassifier, build_model
 from ..poisoning import RECONSTRUCTORS, feature_shape, split_model
 from ..poisoning.procedures import bootstrap_on_public, ensemble_for, self_check_for, train_reconstructors
@@ -35,12 +36,23 @@ from .feature_sharing_client import share_poisoned_features
 from .fedavg import train_locally
 
 
-def bootstrap(run: RunConfig, model: ImageClassifier, public: Any, grid: Grid) -> None:
+class ContentOrderedFedAvg(FedAvg):
+    """FedAvg that aggregates the replies in content order, so that the bootstrap is reproducible from the seed."""
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        from ..strategies import in_content_order
+
+        return super().aggregate_train(server_round, in_content_order(replies))
+
+
+def bootstrap(run: RunConfig, model: ImageClassifier, public: ImageDataset, grid: Grid) -> None:
     """Train Phi before feature sharing: on the public split, or with plain FedAvg rounds on the clients."""
     if run[DPMSection].dpm_bootstrap == "server":
         bootstrap_on_public(run, model, public)
         return
-    fedavg = FedAvg(
+    fedavg = ContentOrderedFedAvg(
         fraction_train=run[CommonSection].fraction_train,
         fraction_evaluate=0.0,
         min_train_nodes=1,

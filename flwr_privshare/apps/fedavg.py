@@ -87,16 +87,7 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
     if trainer is not None:
         trained = dict(trainer.train(model, data, context, local))
     else:
-        loss = train(
-            model,
-            data,
-            epochs=local.epochs,
-            batch_size=local.batch_size,
-            optimizer=local.optimizer,
-            learning_rate=local.learning_rate,
-            device=local.device,
-            generator=torch.Generator().manual_seed(local.seed),
-        )
+        loss = train(model, data, generator=torch.Generator().manual_seed(local.seed), **local.loop_settings())
         trained = {"loss": loss}
     metrics = MetricRecord({"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), **data_metrics, **trained})
     content = RecordDict({ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()), METRICS_KEY: metrics})

@@ -50,6 +50,16 @@ class LocalTraining:
     seed: int
     num_server_rounds: int
 
+    def loop_settings(self) -> dict[str, Any]:
+        """The keyword arguments every training loop takes: epochs, batch size, optimizer, learning rate, device."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "learning_rate": self.learning_rate,
+            "device": self.device,
+        }
+
 
 class Protection:
     """Base class: every hook does nothing, so a protection overrides only what it changes."""

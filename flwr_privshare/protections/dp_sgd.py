@@ -57,17 +57,13 @@ class DPSGDProtection(Protection):
         result = train_dp_sgd(
             model,
             data,
-            epochs=local.epochs,
-            batch_size=local.batch_size,
-            optimizer=local.optimizer,
-            learning_rate=local.learning_rate,
             noise_multiplier=noise_multiplier,
             max_grad_norm=self.settings.max_grad_norm,
             delta=self.settings.delta,
             history=history_from_record(stored) if stored is not None else [],
-            device=local.device,
             seed=local.seed,
             accountant=self.settings.dp_accountant,
+            **local.loop_settings(),
         )
         context.state[STATE_KEY] = history_to_record(result.history, self.settings.dp_accountant)
         return MetricRecord({"loss": result.loss, "epsilon": result.epsilon, "noise-multiplier": noise_multiplier})

@@ -4,9 +4,15 @@
 end-to-end tests run these cases and compare their ``summary.json`` and ``rounds.csv`` numbers
 with ``numbers.json``, which ``python -m tests.golden.record`` wrote on commit 7f9d2c8 (before the
 experiment-skeleton refactor), installed on its own in a fresh environment. Two recordings of that
-commit differed in the DP-FedAvg cases' noise-dependent numbers (Flower's DP wrappers drew their
-noise from NumPy's unseeded global RNG); those keys are listed under ``"unstable"`` and not compared.
-Since the refactor the run seed also seeds that RNG. Re-record only for a change meant to change results.
+commit differed in some numbers, listed under ``"unstable"`` and not compared:
+
+- the DP-FedAvg cases' noise-dependent numbers: Flower's DP wrappers drew their noise from NumPy's
+  unseeded global RNG (the run seed now seeds it);
+- the DPM case with the FedAvg bootstrap, from the first feature-sharing round on: the bootstrap's
+  FedAvg summed the replies in arrival order, so Phi differed in the last bits (it now aggregates
+  in content order).
+
+Re-record only for a change meant to change results.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricReco
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.supercore.task_identity import TaskIdentity
 
+from flwr_privshare.apps.dpm import ContentOrderedFedAvg
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
 
@@ -165,3 +166,13 @@ def test_evaluate_replies_are_audited_and_client_metric_names_are_not_prefixed_t
     assert row["train_loss"] == "2.0" and "train_train_loss" not in row and row["evaluate_loss"] == "0.5"
     stages = [(entry["stage"], len(entry["replies"])) for entry in json.loads((folder.path / "wire.json").read_text())]
     assert stages == [("train", 2), ("evaluate", 2)]
+
+
+def test_the_dpm_bootstrap_aggregates_in_content_order() -> None:
+    rng = np.random.default_rng(3)
+    replies = [reply(rng.standard_normal(1000).astype(np.float32), 7 + 3 * i) for i in range(5)]
+    strategy = ContentOrderedFedAvg(min_available_nodes=1)
+    first, _ = strategy.aggregate_train(1, replies)
+    second, _ = strategy.aggregate_train(1, replies[::-1])
+    assert first is not None and second is not None
+    assert first["w"].numpy().tobytes() == second["w"].numpy().tobytes()
