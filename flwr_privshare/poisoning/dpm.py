@@ -15,14 +15,14 @@ reconstructors it has not seen still recover part of the image. ``feature_noise`
 the SSIM term an expectation over Gaussian perturbations of the poisoned features
 (expectation over transformation, Athalye et al., ICML 2018): psi sees
 ``P(phi1 x) + sigma * std(P(phi1 x)) * N(0, I)``, so the poisoning cannot rest on exact
-feature values and transfers better to unseen reconstructors (README, "DPM results").
+feature values and transfers better to unseen reconstructors (experiments/dpm_app, experiments/dpm_transfer).
 The decider always sees the clean poisoned features.
 
 ``ensemble`` adds further straw men, of other architectures than the audited
 reconstructors: the SSIM term becomes the mean of ``|SSIM|`` over px2s2 and them. A P that
 fools several architectures at once is far more likely to fool an unseen one, as with
 ensemble-based transferable adversarial examples (Liu et al., ICLR 2017); this is our
-addition, not the paper's (README, "DPM results").
+addition, not the paper's (experiments/dpm_app, experiments/dpm_transfer).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def stretch(images: torch.Tensor, tail: float) -> torch.Tensor:
     """Map each image's ``tail`` and ``1 - tail`` quantiles to 0 and 1 and clamp; ``tail`` 0 is min-max.
 
     Min-max normalisation lets a few extreme pixels squeeze the rest of the image to one
-    grey level, which a DPM can exploit (README, "DPM results"). An attacker is free to
+    grey level, which a DPM can exploit (experiments/dpm_app, experiments/dpm_transfer). An attacker is free to
     normalise a reconstructor's raw output more robustly, e.g. with ``tail`` 0.05.
 
     Raises:

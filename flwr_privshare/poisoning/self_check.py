@@ -3,8 +3,7 @@
 A DPM trained against one straw man psi fools psi, but whether it also fools reconstructors
 it has not seen depends on its draw (initialisation and batch order): over eight clients'
 DPMs at the app's settings, one leaves rx4s2 at SSIM 0.46 while psi reads 0.004, and a fresh
-draw on the same data leaks no more than the others, 0.13 (README, "DPM transfer to unseen
-reconstructors"). The client cannot see this with
+draw on the same data leaks no more than the others, 0.13 (experiments/dpm_transfer). The client cannot see this with
 psi, so it checks P with a second reconstructor from :data:`CHECK_RECONSTRUCTORS`, outside
 the audited family, trained on public data like psi. If ``|SSIM(checker(P(phi1 x)), x)|`` on
 its own images exceeds the threshold, it discards P and trains a fresh one; if no draw
