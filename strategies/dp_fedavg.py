@@ -53,7 +53,7 @@ from flwr_privshare.dp.accounting import (
     noise_multiplier_for_target,
     validate_dp_parameters,
 )
-from flwr_privshare.dp.section import CLIPPING_MODES
+from flwr_privshare.dp.section import CLIPPING_MODES, DPSection
 from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY
 
 
@@ -220,11 +220,7 @@ class DPFedAvg(Strategy):
         )
         if num_rounds < 1:
             raise ValueError(f"num-rounds must be a positive integer, got {num_rounds}")
-        if clipping.endswith("adaptive"):
-            raise ValueError(
-                f"a target epsilon needs fixed clipping ('server' or 'client'), got {clipping!r}: with adaptive "
-                "clipping the effective noise depends on the norms the run learns, so epsilon is only known after it"
-            )
+        DPSection(target_epsilon=target_epsilon, dp_clipping=clipping)  # the rule: adaptive clipping has no target
         z = noise_multiplier_for_target(target_epsilon, delta, num_sampled_clients / num_total_clients, num_rounds)
         return cls(
             strategy,

@@ -42,6 +42,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import Reconstructor, SelfCheck, feature_shape, split_model
 from flwr_privshare.poisoning.refine import train_decider
+from flwr_privshare.poisoning.section import DPMSection
 from flwr_privshare.protocol import (
     CHECK_RECONSTRUCTOR_KEY,
     ENSEMBLE_KEY,
@@ -135,17 +136,15 @@ class FeatureSharing(FedAvg):
             min_train_nodes=min_train_nodes,
             min_available_nodes=min_available_nodes,
         )
-        if ssim_weight < 0:
-            raise ValueError(f"ssim_weight (lambda) must be >= 0, got {ssim_weight}")
-        if feature_noise < 0:
-            raise ValueError(f"feature_noise must be >= 0, got {feature_noise}")
-        for name, value in (("dpm_epochs", dpm_epochs), ("refine_epochs", refine_epochs)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if shared_samples < 0:
-            raise ValueError(f"shared_samples must be >= 0 (0: all), got {shared_samples}")
+        # The DPM section holds the rules of these settings (ConfigError, a ValueError, names the key).
+        DPMSection(
+            dpm_lambda=ssim_weight,
+            dpm_feature_noise=feature_noise,
+            dpm_epochs=dpm_epochs,
+            dpm_warmup_epochs=warmup_epochs,
+            dpm_shared_samples=shared_samples,
+            refine_epochs=refine_epochs,
+        )
         if self_check is not None and self_check.checker.name in {member.name for member in ensemble}:
             raise ValueError(
                 f"the check reconstructor {self_check.checker.name!r} is also in the ensemble; "

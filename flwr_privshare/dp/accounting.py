@@ -35,6 +35,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from .opacus_logging import drop_opacus_root_handler
+from .section import DPSection
 
 drop_opacus_root_handler()
 
@@ -48,13 +49,8 @@ SAMPLING_ASSUMPTION = (
 def validate_dp_parameters(
     *, noise_multiplier: float, clipping_norm: float, delta: float, num_sampled: int, num_total: int
 ) -> None:
-    """Raise ``ValueError`` naming the first bad value."""
-    if not 0 < noise_multiplier < math.inf:
-        raise ValueError(f"noise-multiplier must be a positive finite number, got {noise_multiplier}")
-    if not 0 < clipping_norm < math.inf:
-        raise ValueError(f"clipping-norm must be a positive finite number, got {clipping_norm}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    """Raise ``ValueError`` naming the first bad value (the DP section holds the rules of the first three)."""
+    DPSection(noise_multiplier=noise_multiplier, clipping_norm=clipping_norm, delta=delta)
     if num_total < 1 or not 1 <= num_sampled <= num_total:
         raise ValueError(
             f"sampled clients per round must be between 1 and the number of clients ({num_total}), got {num_sampled}"

@@ -8,9 +8,10 @@ commit differed in some numbers, listed under ``"unstable"`` and not compared:
 
 - the DP-FedAvg cases' noise-dependent numbers: Flower's DP wrappers drew their noise from NumPy's
   unseeded global RNG (the run seed now seeds it);
-- the DPM case with the FedAvg bootstrap, from the first feature-sharing round on: the bootstrap's
-  FedAvg summed the replies in arrival order, so Phi differed in the last bits (it now aggregates
-  in content order).
+- the DPM case with the FedAvg bootstrap, everything computed from the bootstrapped Phi (the
+  reconstructors, the rounds, the audit): the bootstrap's FedAvg summed the replies in arrival
+  order, so Phi differed in the last bits (it now aggregates in content order). Two audit numbers
+  that happened to agree between the recordings are listed too.
 
 Re-record only for a change meant to change results.
 """

@@ -68,7 +68,10 @@ def test_client_adaptive_asks_the_clients_for_adaptive_clipping() -> None:
 
 
 def test_target_epsilon_is_refused_with_adaptive_clipping() -> None:
-    with pytest.raises(ValueError, match="a target epsilon needs fixed clipping"):
+    with pytest.raises(
+        ValueError,
+        match=r"it must be 0 with dp-clipping .* \(with adaptive clipping epsilon is only known after the run\)",
+    ):
         DPFedAvg.with_target_epsilon(
             FedAvg(),
             target_epsilon=8.0,

@@ -173,11 +173,11 @@ def test_target_epsilon_picks_the_noise_and_unreachable_targets_fail() -> None:
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        ({"noise_multiplier": 0.0}, "noise-multiplier must be a positive finite number, got 0.0"),
-        ({"noise_multiplier": -1.0}, "noise-multiplier must be a positive finite number"),
-        ({"noise_multiplier": float("inf")}, "noise-multiplier must be a positive finite number, got inf"),
-        ({"clipping_norm": 0.0}, "clipping-norm must be a positive finite number, got 0.0"),
-        ({"delta": 1.0}, r"delta must be in \(0, 1\), got 1.0"),
+        ({"noise_multiplier": 0.0}, "'noise-multiplier' is 0.0; it must be a positive finite number"),
+        ({"noise_multiplier": -1.0}, "'noise-multiplier' is -1.0; it must be a positive finite number"),
+        ({"noise_multiplier": float("inf")}, "'noise-multiplier' is inf; it must be a finite number"),
+        ({"clipping_norm": 0.0}, "'clipping-norm' is 0.0; it must be a positive finite number"),
+        ({"delta": 1.0}, r"'delta' is 1.0; it must be a number in \(0, 1\)"),
         ({"num_sampled_clients": 41}, r"between 1 and the number of clients \(40\), got 41"),
         ({"clipping": "both"}, "clipping must be one of"),
     ],

@@ -161,17 +161,17 @@ def test_a_round_with_only_malformed_replies_keeps_the_model(mnist_test: ImageDa
 
 
 def test_bad_settings_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"ssim_weight \(lambda\) must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"'dpm-lambda' is -1\.0; it must be a non-negative finite number"):
         strategy(ssim_weight=-1)
-    with pytest.raises(ValueError, match=r"feature_noise must be >= 0, got -0\.5"):
+    with pytest.raises(ValueError, match=r"'dpm-feature-noise' is -0\.5; it must be a non-negative"):
         strategy(feature_noise=-0.5)
     with pytest.raises(ValueError, match="hook must be one of"):
         FeatureSharing(
             "mnist-cnn", "fc", Reconstructor("px2s2", SHAPE, (1, 28, 28)), image_shape=(1, 28, 28), num_classes=10
         )
-    with pytest.raises(ValueError, match="shared_samples must be >= 0"):
+    with pytest.raises(ValueError, match="'dpm-shared-samples' is -5; it must be a non-negative integer"):
         strategy(shared_samples=-5)
-    with pytest.raises(ValueError, match="warmup_epochs must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="'dpm-warmup-epochs' is -1; it must be a non-negative integer"):
         strategy(warmup_epochs=-1)
     seen = Reconstructor("rx3s2", SHAPE, (1, 28, 28))
     with pytest.raises(ValueError, match="the check reconstructor 'rx3s2' is also in the ensemble"):
