@@ -10,6 +10,7 @@ import pytest
 from benchmarks.app_runs import command_line
 from benchmarks.dpm_transfer import app_config, parse_override
 from flwr_privshare.config import ConfigError
+from flwr_privshare.poisoning.section import DPMSection
 
 
 @pytest.mark.parametrize(
@@ -32,11 +33,12 @@ def test_a_malformed_override_is_refused_with_an_example(text: str) -> None:
 
 
 def test_overrides_replace_the_app_defaults_and_are_validated() -> None:
-    default = app_config(Path("data"), 100)
+    default = app_config(Path("data"), 100)[DPMSection]
     assert default.ensemble_names == [] and default.dpm_check_reconstructor == "rx3s2"
-    ensemble = app_config(Path("data"), 100, {"dpm-ensemble": "px3s2,rx3s2-c", "dpm-check-reconstructor": "rx5s2"})
+    overrides = {"dpm-ensemble": "px3s2,rx3s2-c", "dpm-check-reconstructor": "rx5s2"}
+    ensemble = app_config(Path("data"), 100, overrides)[DPMSection]
     assert ensemble.ensemble_names == ["px3s2", "rx3s2-c"] and ensemble.dpm_check_reconstructor == "rx5s2"
-    assert ensemble.dpm_lambda == default.dpm_lambda  # everything else stays the app's
+    assert ensemble.dpm_lambda == default.dpm_lambda == 5.0  # everything else stays the app's
     with pytest.raises(ConfigError, match="'dpm-ensemble' is 'rx4s2'"):
         app_config(Path("data"), 100, {"dpm-ensemble": "rx4s2"})
 

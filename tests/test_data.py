@@ -22,7 +22,7 @@ def test_cifar_and_mnist_load_through_the_same_code(data_root: Path) -> None:
 
 
 def test_decoding_is_cached_on_disk(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flwr_privshare.data as data
+    import flwr_privshare.data.datasets as data
 
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(data, "_MEMORY_CACHE", {})
@@ -76,7 +76,7 @@ def test_hub_ids_go_through_datasets(data_root: Path, tmp_path: Path, monkeypatc
     """The hub path (no network here): ``datasets.load_dataset(hub_id, split=...)`` is decoded the same way."""
     import datasets
 
-    import flwr_privshare.data as data
+    import flwr_privshare.data.datasets as data
 
     requested = []
     real_load_dataset = datasets.load_dataset

@@ -12,7 +12,9 @@ from flwr_privshare.launch import run_app
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, DeepPoisoningModule, feature_shape, split_model
 
-from .golden import CASES, DPM_SMALL, differences
+from .experiments import DPM
+from .golden import CASES, differences
+from .inprocess import run_in_process
 
 APP = CASES["dpm-mnist-fedavg"].app_dir
 
@@ -99,8 +101,17 @@ def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path)
 def test_a_round_in_which_every_client_withholds_keeps_the_model_and_the_run_finishes(
     tmp_path: Path, data_root: Path
 ) -> None:
-    # A threshold no DPM meets: both clients withhold their features in the one round, the pool is empty.
-    folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root, **{"num-server-rounds": 1, "dpm-check-threshold": 1e-9})
+    # A threshold no DPM meets: every client withholds its features in the one round, the pool is empty.
+    # The skeleton, FeatureSharing and the clients' handler run in this process (no Ray needed for the point).
+    config = {
+        **CASES["dpm-mnist-fedavg"].run_config(data_root, tmp_path),
+        "num-server-rounds": 1,
+        "dpm-check-threshold": 1e-9,
+        "dpm-check-draws": 1,
+        "dpm-warmup-epochs": 0,
+        "dpm-bootstrap": "server",
+    }
+    folder = run_in_process(DPM, 3, config)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["withheld_replies"] == 3 and summary["client_failures"] == 3
     assert summary["final_accuracy"] == summary["bootstrap_accuracy"]  # the model stayed as it was
@@ -109,11 +120,3 @@ def test_a_round_in_which_every_client_withholds_keeps_the_model_and_the_run_fin
     (round_log,) = json.loads((folder / "wire.json").read_text())
     assert round_log["replies"] == [] and len(round_log["errors"]) == 3
     assert all("self-check failed" in error["reason"] for error in round_log["errors"])
-
-
-def test_unknown_hook_fails_the_run_before_any_round(tmp_path: Path, data_root: Path) -> None:
-    config = {**DPM_SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "dpm-hook": "layer4"}
-    outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True, timeout_s=300)  # type: ignore[arg-type]
-    assert outcome.status == "finished:failed"
-    assert "'dpm-hook' is 'layer4'; it must be one of ('block1', 'pool1'" in outcome.log
-    assert list(tmp_path.iterdir()) == []

@@ -1,12 +1,12 @@
-"""Record the numbers of every case in :data:`tests.golden.CASES` into ``numbers.json``.
+"""Record the numbers of cases of :data:`tests.golden.CASES` (all by default).
 
-PRIVSHARE_DATA_ROOT=../shared/datasets python -m tests.golden.record [CASE ...]
+PRIVSHARE_DATA_ROOT=../shared/datasets python -m tests.golden.record [--into numbers.json|seeded.json] [CASE ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,9 +15,14 @@ from tests.conftest import DATA_ROOT
 from tests.golden import CASES, NUMBERS, numbers_of
 
 
-def main(names: list[str]) -> None:
-    numbers = json.loads(NUMBERS.read_text()) if NUMBERS.is_file() else {}
-    for name in names or list(CASES):
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", help="case names (default: all)")
+    parser.add_argument("--into", default=NUMBERS.name, help="file beside this module to write")
+    args = parser.parse_args()
+    target = NUMBERS.with_name(args.into)
+    numbers = json.loads(target.read_text()) if target.is_file() else {}
+    for name in args.cases or list(CASES):
         case = CASES[name]
         with tempfile.TemporaryDirectory() as output:
             config = case.run_config(DATA_ROOT, Path(output))
@@ -25,9 +30,9 @@ def main(names: list[str]) -> None:
             if not outcome.completed:
                 raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-4000:]}")
             numbers[name] = numbers_of(Path(output) / "run")
-        NUMBERS.write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+        target.write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
         print(f"recorded {name}: {len(numbers[name])} numbers", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,0 +1,47 @@
+"""Run an experiment's ServerApp and its clients in this process: the skeleton without Ray or a SuperLink."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from flwr_privshare.apps import Experiment
+
+
+class InProcessGrid:
+    """The part of a Grid that strategies use; every message is answered by ``experiment.train`` on its node."""
+
+    def __init__(self, experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> None:
+        self.experiment = experiment
+        self.contexts = {
+            node: Context(
+                run_id=1,
+                node_id=node,
+                node_config={"partition-id": node - 1, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for node in range(1, num_nodes + 1)
+        }
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            TaskIdentity.node_id = message.metadata.dst_node_id
+            replies.append(self.experiment.train(message, self.contexts[message.metadata.dst_node_id]))
+            TaskIdentity.node_id = 0
+        return replies
+
+
+def run_in_process(experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> Any:
+    """``experiment.run`` with ``num_nodes`` in-process clients; returns the run folder."""
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    grid = InProcessGrid(experiment, num_nodes, run_config)
+    server = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    return experiment.run(grid, server)  # type: ignore[arg-type]
