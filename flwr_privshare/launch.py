@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,12 +145,32 @@ def _follow_log(run_id: int, env: Mapping[str, str], timeout_s: float, echo: boo
     return "".join(lines)
 
 
+class LocalSuperLink:
+    """A private ``FLWR_HOME`` and port: ``flwr run`` starts a SuperLink there on first use, and it is
+    stopped (and the folder removed) when the block ends. Several :func:`run_app` calls given the same
+    one reuse a single SuperLink, which saves its start-up on every run (tests, sweeps)."""
+
+    def __enter__(self) -> LocalSuperLink:
+        self.home = tempfile.mkdtemp(prefix="flwr-home-")
+        self.port = _free_port()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _stop_superlink(self.port)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def environ(self) -> dict[str, str]:
+        """The variables that point ``flwr`` at this SuperLink."""
+        return {"FLWR_HOME": self.home, "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.port)}
+
+
 def run_app(
     app_dir: str | Path,
     run_config: Mapping[str, RunConfigValue] | str = "",
     federation_config: str = "",
     *,
     isolated: bool = False,
+    superlink: LocalSuperLink | None = None,
     timeout_s: float = 3600.0,
     poll_s: float = 5.0,
     echo: bool = False,
@@ -161,37 +182,44 @@ def run_app(
         run_config: ``--run-config`` values (a mapping, or Flower's ``k=v`` string).
         federation_config: ``--federation-config``, e.g. ``"num-supernodes=10"``.
         isolated: use a private ``FLWR_HOME`` and port and stop that SuperLink at the end.
+        superlink: run on this :class:`LocalSuperLink` (and leave it running) instead.
         timeout_s: stop the run (``flwr stop``) after this many seconds.
         poll_s: seconds between status checks if the log stream ends before the run.
         echo: print the run's log while it runs.
     """
     check_run_config(app_dir, run_config)
+    if isolated and superlink is None:
+        with LocalSuperLink() as private:
+            return _submit_and_wait(app_dir, run_config, federation_config, private, timeout_s, poll_s, echo)
+    return _submit_and_wait(app_dir, run_config, federation_config, superlink, timeout_s, poll_s, echo)
+
+
+def _submit_and_wait(
+    app_dir: str | Path,
+    run_config: Mapping[str, RunConfigValue] | str,
+    federation_config: str,
+    superlink: LocalSuperLink | None,
+    timeout_s: float,
+    poll_s: float,
+    echo: bool,
+) -> RunOutcome:
     env = dict(os.environ)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    port = None
-    with tempfile.TemporaryDirectory(prefix="flwr-home-") as private_home:
-        if isolated:
-            port = _free_port()
-            env["FLWR_HOME"] = private_home
-            env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(port)
-        try:
-            args = ["run", str(app_dir)]
-            config_text = run_config if isinstance(run_config, str) else format_run_config(run_config)
-            if config_text:
-                args += ["--run-config", config_text]
-            if federation_config:
-                args += ["--federation-config", federation_config]
-            run_id = int(_flwr_json(args, env, "run-id")["run-id"])
-            log = _follow_log(run_id, env, timeout_s, echo)
-            status = _status(run_id, env)
-            while not status.startswith("finished"):  # the log stream ended early
-                time.sleep(poll_s)
-                status = _status(run_id, env)
-            return RunOutcome(run_id, status, log)
-        finally:
-            if port is not None:
-                _stop_superlink(port)
+    env.update(superlink.environ() if superlink is not None else {})
+    args = ["run", str(app_dir)]
+    config_text = run_config if isinstance(run_config, str) else format_run_config(run_config)
+    if config_text:
+        args += ["--run-config", config_text]
+    if federation_config:
+        args += ["--federation-config", federation_config]
+    run_id = int(_flwr_json(args, env, "run-id")["run-id"])
+    log = _follow_log(run_id, env, timeout_s, echo)
+    status = _status(run_id, env)
+    while not status.startswith("finished"):  # the log stream ended early
+        time.sleep(poll_s)
+        status = _status(run_id, env)
+    return RunOutcome(run_id, status, log)
 
 
 def main() -> None:

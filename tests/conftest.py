@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from flwr_privshare.data import ImageDataset, load_split
+from flwr_privshare.launch import LocalSuperLink
 
 DATA_ROOT = Path(
     os.environ.get("PRIVSHARE_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
@@ -36,3 +38,10 @@ def cifar_images(cifar_test: ImageDataset) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def mnist_test(data_root: Path) -> ImageDataset:
     return load_split("ylecun/mnist", "test", str(data_root / "mnist"))
+
+
+@pytest.fixture(scope="session")
+def superlink() -> Iterator[LocalSuperLink]:
+    """One private SuperLink for every end-to-end run of the session (its start-up is paid once)."""
+    with LocalSuperLink() as link:
+        yield link

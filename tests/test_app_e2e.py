@@ -1,6 +1,6 @@
 """End-to-end runs of the FedAvg-family apps through ``flwr run`` (small versions).
 
-Each test starts a private SuperLink (``isolated=True``), runs a few clients for a couple of
+Each test runs on the session's private SuperLink (the ``superlink`` fixture), runs a few clients for a couple of
 rounds on a small subset, checks the run folder the ServerApp leaves and that it reproduces
 the recorded numbers (:mod:`tests.golden`): same seed, same numbers, DP-FedAvg's noise included.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_privshare.launch import run_app
+from flwr_privshare.launch import LocalSuperLink, run_app
 from flwr_privshare.models import build_model, model_name_for
 
 from .golden import CASES, FEDAVG_SMALL, differences
@@ -21,19 +21,13 @@ from .golden import CASES, FEDAVG_SMALL, differences
 APP = CASES["visualmixer-cifar"].app_dir
 
 
-def run_case(case: str, tmp_path: Path, data_root: Path) -> Path:
-    """Run a recorded case; return its run folder."""
+def run_recorded(case: str, tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> Path:
+    """Run a recorded case, check that it reproduces the recorded numbers, and return its run folder."""
     config = CASES[case].run_config(data_root, tmp_path)
-    outcome = run_app(CASES[case].app_dir, config, CASES[case].federation_config, isolated=True, timeout_s=600)  # type: ignore[arg-type]
+    outcome = run_app(CASES[case].app_dir, config, CASES[case].federation_config, superlink=superlink, timeout_s=600)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
+    assert differences(case, tmp_path / "run") == []
     return tmp_path / "run"
-
-
-def run_recorded(case: str, tmp_path: Path, data_root: Path) -> Path:
-    """Run a recorded case and check that it reproduces the recorded numbers."""
-    folder = run_case(case, tmp_path, data_root)
-    assert differences(case, folder) == []
-    return folder
 
 
 def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection: str) -> dict:  # type: ignore[type-arg]
@@ -61,8 +55,8 @@ def check_run_folder(folder: Path, image_shape: tuple[int, int, int], protection
     return summary
 
 
-def test_visualmixer_run_on_cifar(tmp_path: Path, data_root: Path) -> None:
-    folder = run_recorded("visualmixer-cifar", tmp_path, data_root)
+def test_visualmixer_run_on_cifar(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
+    folder = run_recorded("visualmixer-cifar", tmp_path, data_root, superlink)
     summary = check_run_folder(folder, (3, 32, 32), "visualmixer")
     privacy = summary["privacy"]
     assert set(privacy) == {"visualmixer", "oracle"} and summary["method"] == "fedavg+visualmixer"
@@ -73,16 +67,18 @@ def test_visualmixer_run_on_cifar(tmp_path: Path, data_root: Path) -> None:
     assert {"mixed_accuracy", "plain_accuracy", "train_vfe-mixed"} <= set(rows[0])
 
 
-def test_plain_baseline_on_mnist(tmp_path: Path, data_root: Path) -> None:
-    folder = run_recorded("none-mnist", tmp_path, data_root)
+def test_plain_baseline_on_mnist(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
+    folder = run_recorded("none-mnist", tmp_path, data_root, superlink)
     summary = check_run_folder(folder, (1, 28, 28), "none")
     assert summary["final_accuracy"] > 0.3  # 3 x 600 MNIST digits, 2 rounds: clearly above chance
     assert summary["privacy"] == {}
 
 
-def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(tmp_path: Path, data_root: Path) -> None:
+def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(
+    tmp_path: Path, data_root: Path, superlink: LocalSuperLink
+) -> None:
     config = {**FEDAVG_SMALL, "data-dir": str(data_root / "mnist"), "output-dir": str(tmp_path), "vim-window-max": 32}
-    outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True, timeout_s=300)  # type: ignore[arg-type]
+    outcome = run_app(APP, config, "num-supernodes=2 client-resources-num-cpus=1", superlink=superlink, timeout_s=300)  # type: ignore[arg-type]
     assert outcome.status == "finished:failed"
     assert "'vim-window-max' is 32; it must be at most the image size 28x28" in outcome.log
     assert list(tmp_path.iterdir()) == []
@@ -91,10 +87,10 @@ def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(tmp_path: 
 @pytest.mark.parametrize(
     "case", ["dp-sgd", "dp-fedavg", "dp-fedavg-client", "dp-fedavg-client-adaptive", "visualmixer+dp-sgd"]
 )
-def test_dp_protections(tmp_path: Path, data_root: Path, case: str) -> None:
+def test_dp_protections(tmp_path: Path, data_root: Path, superlink: LocalSuperLink, case: str) -> None:
     overrides = CASES[case].overrides
     protection = str(overrides["protection"])
-    folder = run_recorded(case, tmp_path, data_root)
+    folder = run_recorded(case, tmp_path, data_root, superlink)
     summary = check_run_folder(folder, (1, 28, 28), protection)
     dp = summary["privacy"][protection.split("+")[-1]]
     rows = list(csv.DictReader((folder / "rounds.csv").open()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_privshare.launch import run_app
+from flwr_privshare.launch import LocalSuperLink, run_app
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import RECONSTRUCTORS, DeepPoisoningModule, feature_shape, split_model
 
@@ -19,9 +19,9 @@ from .inprocess import run_in_process
 APP = CASES["dpm-mnist-fedavg"].app_dir
 
 
-def run_dpm(case: str, tmp_path: Path, data_root: Path, **overrides: object) -> Path:
-    config = {**CASES[case].run_config(data_root, tmp_path), **overrides}
-    outcome = run_app(APP, config, CASES[case].federation_config, isolated=True, timeout_s=900)  # type: ignore[arg-type]
+def run_dpm(case: str, tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> Path:
+    config = CASES[case].run_config(data_root, tmp_path)
+    outcome = run_app(APP, config, CASES[case].federation_config, superlink=superlink, timeout_s=900)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
     return tmp_path / "run"
 
@@ -50,8 +50,8 @@ def check_wire(folder: Path, model_name: str, image_shape: tuple[int, int, int])
 
 
 @pytest.mark.slow
-def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path) -> None:
-    folder = run_dpm("dpm-cifar-server", tmp_path, data_root)
+def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
+    folder = run_dpm("dpm-cifar-server", tmp_path, data_root, superlink)
     assert differences("dpm-cifar-server", folder) == []
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["method"] == "feature-sharing+dpm" and summary["num_clients"] == 3
@@ -72,9 +72,9 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path)
     check_wire(folder, "cifar-cnn", (3, 32, 32))
 
 
-def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path) -> None:
+def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
     # Two instances of one further straw man (the app's default has none) run the ensemble through the app.
-    folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root)
+    folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root, superlink)
     assert differences("dpm-mnist-fedavg", folder) == []
     summary = json.loads((folder / "summary.json").read_text())
     settings, audit = summary["privacy"]["dpm"], summary["privacy"]["dpm-audit"]
