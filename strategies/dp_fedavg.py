@@ -46,7 +46,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from flwr_privshare.dp.accounting import (
+from flwr_privshare.dp import (
     SAMPLING_ASSUMPTION,
     UserLevelAccountant,
     adaptive_round_noise_multiplier,

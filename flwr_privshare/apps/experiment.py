@@ -30,7 +30,7 @@ from ..attacks import FinishedRun, build_attack
 from ..config import AppSchema, CommonSection, RunConfig, RunConfigValue, Section
 from ..data import ImageDataset
 from ..models import ImageClassifier, build_model
-from ..protections import Protection, registered_protections
+from ..protections import Protection, method_name, registered_protections
 from ..results import RunFolder
 from ..seeding import derive_seed
 from ..summary import RunSummary
@@ -50,6 +50,7 @@ class Plan:
         test_sets: named test sets, the primary first; ``"plain"`` is always present.
         public: the server's public split.
         protections: the run's protections, in order.
+        artifacts: what the app builds on the way that its post-run attacks need, by name.
     """
 
     label: str
@@ -197,8 +198,6 @@ class Experiment(ABC):
 
     def method(self, plan: Plan) -> str:
         """The method name of ``summary.json``."""
-        from ..protections import method_name
-
         return method_name(plan.protections)
 
     def server_app(self) -> ServerApp:

@@ -1,22 +1,32 @@
 """Differential privacy with Opacus: user-level DP-FedAvg accounting and client DP-SGD.
 
 Opacus is imported only when one of these names is first used (PEP 562), so that config
-parsing and ``import flwr_privshare`` stay light.
+parsing and ``import flwr_privshare`` stay light, and then without the root log handler that
+Opacus's import adds (:mod:`.opacus_logging`).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from .opacus_logging import quiet_import
 from .section import ACCOUNTANTS, CLIPPING_MODES, DPSection
 
 if TYPE_CHECKING:
-    from .accounting import UserLevelAccountant, epsilon_rdp, noise_multiplier_for_target, validate_dp_parameters
+    from .accounting import (
+        SAMPLING_ASSUMPTION,
+        UserLevelAccountant,
+        adaptive_round_noise_multiplier,
+        epsilon_rdp,
+        noise_multiplier_for_target,
+        validate_dp_parameters,
+    )
     from .dpsgd import DPSGDResult, history_from_record, history_to_record, make_private_compatible, train_dp_sgd
 
 _LAZY = {
+    "SAMPLING_ASSUMPTION": ".accounting",
     "UserLevelAccountant": ".accounting",
+    "adaptive_round_noise_multiplier": ".accounting",
     "epsilon_rdp": ".accounting",
     "noise_multiplier_for_target": ".accounting",
     "validate_dp_parameters": ".accounting",
@@ -31,15 +41,17 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    return getattr(quiet_import(_LAZY[name], __name__), name)
 
 
 __all__ = [
     "ACCOUNTANTS",
     "CLIPPING_MODES",
+    "SAMPLING_ASSUMPTION",
     "DPSGDResult",
     "DPSection",
     "UserLevelAccountant",
+    "adaptive_round_noise_multiplier",
     "epsilon_rdp",
     "history_from_record",
     "history_to_record",
