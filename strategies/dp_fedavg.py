@@ -238,7 +238,8 @@ class DPFedAvg(Strategy):
         """Let the DP wrapper configure the round; refuse to sample more clients than accounted for."""
         if self.clipping == "client-adaptive":
             config[ADAPTIVE_CLIPPING_KEY] = True
-        self._broadcast = [array.numpy() for array in arrays.values()]
+        if self.clipping.startswith("client"):  # the norm check of _clipped_only needs what was sent
+            self._broadcast = [array.numpy() for array in arrays.values()]
         messages = list(self.dp_strategy.configure_train(server_round, arrays, config, grid))
         if len(messages) > self.num_sampled_clients:
             raise RuntimeError(

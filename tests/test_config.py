@@ -130,19 +130,11 @@ def test_apps_declare_only_the_sections_they_use() -> None:
     assert "protection" not in DPM.schema.declared_keys() and "oracle-epochs" not in DPM.schema.declared_keys()
 
 
-def test_the_key_reference_in_docs_is_generated_from_the_schemas() -> None:
+def test_the_key_reference_in_docs_is_generated_from_the_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
     apps = [f"simulations/{app}" for app in ("visualmixer_cifar", "dp_fedavg_cifar", "dpm_cifar")]
-    root = Path(__file__).resolve().parents[1]
-    text = (DOCS / "configuration.md").read_text()
-    import os
-
-    here = Path.cwd()
-    os.chdir(root)
-    try:
-        expected = reference(apps)
-    finally:
-        os.chdir(here)
-    assert text == expected, "docs/configuration.md is stale: python -m flwr_privshare.config " + " ".join(apps)
+    monkeypatch.chdir(DOCS.parent)  # the command is documented as run from the repository root
+    stale = "docs/configuration.md is stale: python -m flwr_privshare.config " + " ".join(apps)
+    assert (DOCS / "configuration.md").read_text() == reference(apps), stale
 
 
 def test_a_schema_refuses_a_key_declared_twice_and_a_bad_default() -> None:

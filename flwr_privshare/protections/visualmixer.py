@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Result, Strategy
 from ..config.common import CommonSection
 from ..data import ImageDataset
 from ..seeding import derive_seed
-from ..visualmixer import visual_mix
+from ..visualmixer import MixResult, visual_mix
 from ..visualmixer.section import VisualMixerSection
 from .base import Protection, register_protection
 
@@ -51,7 +51,7 @@ class VisualMixerProtection(Protection):
     def check_data(self, image_shape: tuple[int, int, int]) -> None:
         self.settings.validate_image_shape(image_shape)
 
-    def mix(self, images: torch.Tensor, seed: int) -> Any:
+    def mix(self, images: torch.Tensor, seed: int) -> MixResult:
         """Algorithm 1 on ``images`` under the key ``seed``."""
         return visual_mix(
             images,
