@@ -15,6 +15,7 @@ from flwr.common import log
 from torch import nn
 
 from .data import ImageDataset
+from .recipe import Augmentation, Recipe
 from .visualmixer.st_adam import STAdam
 
 OPTIMIZERS = ("sgd", "adam", "st-adam")
@@ -55,14 +56,21 @@ def batches(
     batch_size: int,
     device: torch.device,
     generator: torch.Generator | None = None,
+    augmentation: Augmentation | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images in [0, 1], labels)`` batches; shuffled when a generator is given."""
+    """Yield ``(images in [0, 1], labels)`` batches; shuffled when a generator is given.
+
+    ``augmentation`` (which needs the generator) changes the ``uint8`` images of every batch,
+    each image with its own random parameters.
+    """
     count = len(data)
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     for start in range(0, count, batch_size):
         index = order[start : start + batch_size]
-        images = data.images[index].to(device, non_blocking=True).float().div_(255.0)
-        yield images, data.labels[index].to(device, non_blocking=True)
+        images = data.images[index].to(device, non_blocking=True)
+        if augmentation is not None and generator is not None:
+            images = augmentation(images, generator)
+        yield images.float().div_(255.0), data.labels[index].to(device, non_blocking=True)
 
 
 def train(
@@ -75,23 +83,29 @@ def train(
     learning_rate: float,
     device: torch.device,
     generator: torch.Generator,
+    recipe: Recipe | None = None,
     progress: str = "",
 ) -> float:
     """Train ``model`` in place with cross-entropy; return the mean training loss.
 
-    With ``progress`` (a label), every epoch's end is logged, for long steps that would
-    otherwise run for minutes without a word.
+    ``recipe`` adds augmentation, the run's learning-rate schedule (``learning_rate`` is its
+    peak) and label smoothing; without it the loop is plain. With ``progress`` (a label),
+    every epoch's end is logged, for long steps that would otherwise run for minutes
+    without a word.
     """
+    recipe = recipe or Recipe()
     model.to(device).train()
     opt = make_optimizer(optimizer, model.parameters(), learning_rate)
-    criterion = nn.CrossEntropyLoss()
+    scheduler = recipe.scheduler(opt, epochs, -(-len(data) // batch_size))
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     total_loss, total_count = 0.0, 0
     for epoch in range(epochs):
-        for images, labels in batches(data, batch_size, device, generator):
+        for images, labels in batches(data, batch_size, device, generator, recipe.augmentation):
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(images), labels)
             loss.backward()
             opt.step()
+            scheduler.step()
             total_loss += loss.item() * len(labels)
             total_count += len(labels)
         if progress:

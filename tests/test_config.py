@@ -62,6 +62,16 @@ APPS = {"visualmixer_cifar": VISUALMIXER, "dp_fedavg_cifar": DP, "dpm_cifar": DP
         ({"fraction-train": 1.5}, "'fraction-train' is 1.5; it must be a number in"),
         ({"samples-per-client": -5}, "'samples-per-client' is -5; it must be a non-negative integer"),
         ({"batch-size": "32"}, "'batch-size' is '32'; it must be of type int"),
+        (
+            {"augmentation": "rotate"},
+            r"'augmentation' is 'rotate'; it must be one of \('auto', 'none', 'flip', 'crop-flip'\)",
+        ),
+        ({"crop-padding": 0}, r"'crop-padding' is 0; it must be an integer in \[1, 16\]"),
+        ({"lr-schedule": "step"}, r"'lr-schedule' is 'step'; it must be one of \('constant', 'cosine', 'one-cycle'\)"),
+        ({"lr-warmup": 1.0}, r"'lr-warmup' is 1.0; it must be a number in \(0, 1\)"),
+        ({"label-smoothing": 1.0}, r"'label-smoothing' is 1.0; it must be a number in \[0, 1\)"),
+        ({"label-smoothing": -0.1}, r"'label-smoothing' is -0.1; it must be a number in \[0, 1\)"),
+        ({"augmentation-multiplicity": 0}, r"'augmentation-multiplicity' is 0; it must be an integer in \[1, 64\]"),
         ({"num-rounds": 3}, "unknown run-config key 'num-rounds' \\(did you mean 'num-server-rounds'\\?\\)"),
         ({"dpm-lambda": 1.0}, "unknown run-config key 'dpm-lambda'"),  # the DP app has no DPM section
     ],
@@ -122,6 +132,9 @@ def test_each_app_declares_exactly_its_schema_keys_with_its_defaults(app: str) -
     assert list(declared) == schema.declared_keys()  # Flower only accepts overrides of declared keys
     assert declared == schema.defaults()
     assert schema.parse(declared) == schema.parse({})
+    # `python -m flwr_privshare.config --toml APP_DIR` prints the table the pyproject holds
+    assert schema.toml() in (SIMULATIONS / app / "pyproject.toml").read_text()
+    assert tomllib.loads(schema.toml())["tool"]["flwr"]["app"]["config"] == declared
 
 
 def test_apps_declare_only_the_sections_they_use() -> None:

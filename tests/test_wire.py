@@ -16,11 +16,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from flwr_privshare.apps import FedAvgExperiment
 from flwr_privshare.models import build_model
 from flwr_privshare.protections.visualmixer import STATE_KEY as VIM_STATE_KEY
 from flwr_privshare.protections.visualmixer import mixing_seed
 
-from .experiments import VISUALMIXER
+from .experiments import DP, VISUALMIXER
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,11 @@ def _client_runtime_identity() -> None:
 
 
 def run_train(
-    data_root: Path, partition_id: int, state: RecordDict | None = None, **overrides: object
+    data_root: Path,
+    partition_id: int,
+    state: RecordDict | None = None,
+    experiment: FedAvgExperiment = VISUALMIXER,
+    **overrides: object,
 ) -> tuple[Message, Context]:
     run_config = {
         "data-dir": str(data_root / "cifar10"),
@@ -50,7 +55,7 @@ def run_train(
         state=state if state is not None else RecordDict(),
         run_config=run_config,  # type: ignore[arg-type]
     )
-    return VISUALMIXER.train(message, context), context
+    return experiment.train(message, context), context
 
 
 def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path) -> None:
@@ -117,3 +122,33 @@ def test_a_node_configured_key_replaces_the_derived_one(data_root: Path) -> None
 def test_bad_config_fails_before_training(data_root: Path) -> None:
     with pytest.raises(ValueError, match="'optimizer' is 'lbfgs'"):
         run_train(data_root, 0, optimizer="lbfgs")
+
+
+RECIPES = [
+    {"augmentation": "crop-flip", "crop-padding": 8},
+    {"augmentation": "flip"},
+    {"augmentation": "none", "lr-schedule": "constant", "label-smoothing": 0.0},
+    {"lr-schedule": "cosine", "label-smoothing": 0.3},
+    {"lr-schedule": "one-cycle", "lr-warmup": 0.5},
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda recipe: ",".join(f"{k}={v}" for k, v in recipe.items()))
+@pytest.mark.parametrize("protection", ["visualmixer", "dp-sgd"])  # plain clients train as VisualMixer ones
+def test_no_recipe_option_changes_what_leaves_the_client(
+    data_root: Path, recipe: dict[str, object], protection: str
+) -> None:
+    experiment = DP if protection == "dp-sgd" else VISUALMIXER
+    overrides: dict[str, object] = {"protection": protection, "num-server-rounds": 2}
+    baseline, _ = run_train(data_root, 0, experiment=experiment, **overrides)
+    if protection == "dp-sgd" and recipe.get("augmentation", "auto") != "none":
+        overrides["augmentation-multiplicity"] = 2
+    reply, _ = run_train(data_root, 0, experiment=experiment, **overrides, **recipe)
+    assert set(reply.content.keys()) == set(baseline.content.keys()) == {"arrays", "metrics"}
+    sent = reply.content.array_records["arrays"]
+    expected = baseline.content.array_records["arrays"]
+    assert {k: (a.shape, a.dtype) for k, a in sent.items()} == {k: (a.shape, a.dtype) for k, a in expected.items()}
+    assert set(reply.content.metric_records["metrics"]) == set(baseline.content.metric_records["metrics"])
+    assert not reply.content.config_records
+    # the recipe trained the model differently, and nothing else went out
+    assert any(not np.array_equal(sent[k].numpy(), expected[k].numpy()) for k in sent)

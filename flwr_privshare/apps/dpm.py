@@ -123,7 +123,7 @@ class DPMExperiment(Experiment):
             seed=derive_seed(run[CommonSection].seed, "refine"),
         )
 
-    def method(self, plan: Plan) -> str:
+    def method(self, run: RunConfig, plan: Plan) -> str:
         return "feature-sharing+dpm"
 
     def privacy(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, dict[str, Any]]:

@@ -182,7 +182,7 @@ class Experiment(ABC):
                     privacy[attack.name] = attack.run(finished)
             final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]
             summary = RunSummary(
-                method=self.method(plan),
+                method=self.method(run, plan),
                 protection=plan.label,
                 dataset=common.data_dir or common.dataset,
                 final_accuracy=float(final["accuracy"]),  # type: ignore[arg-type]
@@ -196,7 +196,7 @@ class Experiment(ABC):
             )
             return folder.finish(summary.to_json(), self.plots(plan))
 
-    def method(self, plan: Plan) -> str:
+    def method(self, run: RunConfig, plan: Plan) -> str:
         """The method name of ``summary.json``."""
         return method_name(plan.protections)
 

@@ -14,14 +14,16 @@ from typing import Any, cast
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result, Strategy
+from flwr.serverapp.strategy import FedAvg, FedAvgM, Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from ..config import CommonSection, RunConfig
 from ..data import ImageDataset, client_partition, load_split, public_split
 from ..models import build_model
-from ..protections import LocalTraining, Protection, ProtectionSection, resolve_protections
+from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
 from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, SERVER_ROUND
+from ..recipe import Recipe
+from ..recipe.section import RecipeSection
 from ..seeding import derive_seed, seeded
 from ..train import get_device, train
 from .experiment import Experiment, Plan
@@ -49,6 +51,13 @@ def aggregate_client_metrics(records: list[RecordDict], weighted_by_key: str) ->
 def protections_of(run: RunConfig) -> list[Protection]:
     """The run's protections (none when the app declares no ``protection`` key)."""
     return resolve_protections(run[ProtectionSection].protection, run) if ProtectionSection in run else []
+
+
+def recipe_of(run: RunConfig, image_shape: tuple[int, int, int], server_round: int) -> Recipe:
+    """The run's training recipe for this round (the plain loop when the app declares no recipe keys)."""
+    if RecipeSection not in run:
+        return Recipe()
+    return Recipe.from_section(run[RecipeSection], image_shape, server_round, run[CommonSection].num_server_rounds)
 
 
 def protected_training_data(
@@ -82,6 +91,7 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
         device=get_device(),
         seed=derive_seed(common.seed, "train", partition_id, server_round),
         num_server_rounds=common.num_server_rounds,
+        recipe=recipe_of(run, data.image_shape, server_round),
     )
     trainer = next((p for p in protections if p.replaces_training()), None)
     if trainer is not None:
@@ -114,16 +124,27 @@ class FedAvgExperiment(Experiment):
         return Plan(run[ProtectionSection].protection, model_name, model, test_sets, public, protections)
 
     def strategy(self, run: RunConfig, plan: Plan, grid: Grid) -> Strategy:
-        strategy: Strategy = FedAvg(
-            fraction_train=run[CommonSection].fraction_train,
-            fraction_evaluate=0.0,
-            min_train_nodes=1,
-            min_available_nodes=1,
-            train_metrics_aggr_fn=aggregate_client_metrics,
-        )
+        settings: dict[str, Any] = {
+            "fraction_train": run[CommonSection].fraction_train,
+            "fraction_evaluate": 0.0,
+            "min_train_nodes": 1,
+            "min_available_nodes": 1,
+            "train_metrics_aggr_fn": aggregate_client_metrics,
+        }
+        strategy: Strategy = FedAvg(**settings)
+        if RecipeSection in run and run[RecipeSection].server_optimizer:
+            recipe = run[RecipeSection]
+            strategy = FedAvgM(
+                **settings, server_learning_rate=recipe.server_learning_rate, server_momentum=recipe.server_momentum
+            )
         for protection in plan.protections:
             strategy = protection.wrap_strategy(strategy, grid)
         return strategy
+
+    def method(self, run: RunConfig, plan: Plan) -> str:
+        """``fedavg``, or ``fedavgm`` when the server steps with momentum or its own learning rate."""
+        server_optimizer = RecipeSection in run and run[RecipeSection].server_optimizer
+        return method_name(plan.protections, "fedavgm" if server_optimizer else "fedavg")
 
     def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
         final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]

@@ -1,6 +1,8 @@
 """Print the run-config key reference of one or more apps: ``python -m flwr_privshare.config APP_DIR ...``.
 
 ``docs/configuration.md`` is this command's output for the three simulations (a test keeps it in step).
+With ``--toml APP_DIR`` it prints the app's ``[tool.flwr.app.config]`` table instead: every
+declared key at its default, which is what the app's ``pyproject.toml`` must hold.
 """
 
 from __future__ import annotations
@@ -29,7 +31,20 @@ def reference(app_dirs: list[str]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def toml(app_dir: str) -> str:
+    """The ``[tool.flwr.app.config]`` table of the app in ``app_dir``."""
+    from ..apps.loading import load_experiment
+
+    experiment = load_experiment(app_dir)
+    if experiment is None:
+        raise SystemExit(f"{app_dir} is not built on flwr_privshare.apps.Experiment")
+    return experiment.schema.toml()
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    sys.stdout.write(reference(sys.argv[1:]))
+    if sys.argv[1] == "--toml":
+        sys.stdout.write(toml(sys.argv[2]) if len(sys.argv) == 3 else __doc__ or "")
+    else:
+        sys.stdout.write(reference(sys.argv[1:]))

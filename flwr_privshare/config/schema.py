@@ -88,6 +88,14 @@ class AppSchema:
         values = {**self.overrides, **run_config}
         return RunConfig(tuple(section.from_run_config(values) for section in self.sections))
 
+    def toml(self) -> str:
+        """The ``[tool.flwr.app.config]`` table an app's ``pyproject.toml`` declares: every key at its default."""
+        lines = ["[tool.flwr.app.config]"]
+        for section in self.sections:
+            lines.append(f"# {section.title}")
+            lines += [f"{key} = {_toml(self.defaults()[key])}" for key in section.declared()]
+        return "\n".join(lines) + "\n"
+
     def reference(self) -> str:
         """The key reference of these sections as Markdown tables."""
         lines: list[str] = []

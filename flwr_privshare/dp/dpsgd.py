@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..data import ImageDataset
+from ..recipe import Recipe
 from ..train import make_optimizer
 from .opacus_logging import drop_opacus_root_handler
 from .section import ACCOUNTANTS
@@ -75,6 +76,8 @@ def train_dp_sgd(
     seed: int,
     accountant: str = "rdp",
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE,
+    recipe: Recipe | None = None,
+    augmentation_multiplicity: int = 1,
 ) -> DPSGDResult:
     """Train ``model`` in place with DP-SGD; continue the accountant from ``history``.
 
@@ -93,21 +96,35 @@ def train_dp_sgd(
             the default: as fast as plain training for these CNNs on CPU in
             ``benchmarks/dp_overhead.py``), "hooks" (0.7x), "ghost" (ghost clipping, no
             per-example gradients; 0.65x) or "functorch" (0.57x).
+        recipe: augmentation, learning-rate schedule and label smoothing (see
+            :func:`~flwr_privshare.train.train`); none of them touches the privacy analysis.
+        augmentation_multiplicity: K augmented copies of every sampled example, whose
+            gradients are averaged before clipping (De et al. 2022, Section 3.1). Each example
+            still contributes one clipped gradient per step, so the accountant's sampling
+            rate and steps, and hence epsilon, are those of plain DP-SGD. Needs per-example
+            gradients (not ``"ghost"``) and an active augmentation when K > 1.
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
+    recipe = recipe or Recipe()
+    if augmentation_multiplicity < 1:
+        raise ValueError(f"augmentation_multiplicity must be a positive integer, got {augmentation_multiplicity!r}")
+    if augmentation_multiplicity > 1 and (grad_sample_mode == "ghost" or not recipe.augmentation.active):
+        raise ValueError(
+            "augmentation_multiplicity > 1 needs per-example gradients (grad_sample_mode other than 'ghost') "
+            f"and an active augmentation; got mode {grad_sample_mode!r} and {recipe.augmentation}"
+        )
     model.to(device).train()
-    images = data.images.float().div_(255.0)
     loader = DataLoader(
-        TensorDataset(images, data.labels),
+        TensorDataset(data.images, data.labels),
         batch_size=batch_size,
         generator=torch.Generator().manual_seed(seed),
     )
     engine = PrivacyEngine(accountant=accountant)
     engine.accountant.history = list(history)
-    criterion: nn.Module = nn.CrossEntropyLoss()
+    criterion: nn.Module = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     private = engine.make_private(
         module=model,
         optimizer=make_optimizer(optimizer, model.parameters(), learning_rate),
@@ -123,18 +140,40 @@ def train_dp_sgd(
         private_model, private_optimizer, criterion, private_loader = private
     else:
         private_model, private_optimizer, private_loader = private
+    scheduler = recipe.scheduler(private_optimizer, epochs, len(private_loader))
+    augment_generator = torch.Generator().manual_seed(seed + 2)
     total_loss, total_count = 0.0, 0
     for _ in range(epochs):
         for batch_images, batch_labels in private_loader:
             private_optimizer.zero_grad(set_to_none=True)
-            loss = criterion(private_model(batch_images.to(device)), batch_labels.to(device))
+            images = batch_images.to(device).repeat_interleave(augmentation_multiplicity, dim=0)
+            images = recipe.augmentation(images, augment_generator).float().div_(255.0)
+            labels = batch_labels.to(device).repeat_interleave(augmentation_multiplicity, dim=0)
+            loss = criterion(private_model(images), labels)
             loss.backward()
+            if augmentation_multiplicity > 1:
+                average_over_copies(private_optimizer.params, augmentation_multiplicity)
             private_optimizer.step()
+            scheduler.step()
             total_loss += loss.item() * len(batch_labels)
             total_count += len(batch_labels)
     private_model.to_standard_module()  # remove Opacus's hooks and per-sample gradients from `model`
     new_history = [(float(z), float(q), int(t)) for z, q, t in engine.accountant.history]
     return DPSGDResult(total_loss / max(total_count, 1), new_history, float(engine.get_epsilon(delta)))
+
+
+def average_over_copies(params: list[nn.Parameter], copies: int) -> None:
+    """Replace every ``p.grad_sample`` of ``B * copies`` rows by the mean over each example's copies.
+
+    The rows are example-major (``repeat_interleave``), so row ``b * copies + k`` is copy ``k``
+    of example ``b``. With a mean loss over the ``B * copies`` rows Opacus scales each row's
+    gradient to that row's own loss gradient, so the mean over copies is the example's
+    gradient averaged over its augmentations, which DP-SGD then clips (De et al. 2022, Eq. 2).
+    """
+    for param in params:
+        grad_sample = getattr(param, "grad_sample", None)
+        if grad_sample is not None:
+            param.grad_sample = grad_sample.view(-1, copies, *grad_sample.shape[1:]).mean(dim=1)  # type: ignore[attr-defined]
 
 
 def history_to_record(history: History, accountant: str) -> ConfigRecord:

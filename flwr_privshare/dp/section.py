@@ -30,6 +30,11 @@ class DPSection(Section):
         "when positive, the noise multiplier that keeps the whole run within this epsilon (0: use noise-multiplier)",
         NON_NEGATIVE,
     )
+    augmentation_multiplicity: int = setting(
+        1,
+        "DP-SGD: augmented copies of every sampled example, gradients averaged before clipping (De et al. 2022)",
+        Interval("an integer in [1, 64]", 1, 64),
+    )
     dp_accountant: str = setting("rdp", "DP-SGD accountant (DP-FedAvg always uses RDP)", one_of(ACCOUNTANTS))
     dp_clipping: str = setting(
         "server",

@@ -17,12 +17,13 @@ are refused before any work.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..config.checks import ConfigError, fail
 from ..config.schema import RunConfig
 from ..config.section import Section, setting
+from ..recipe import Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ _REGISTRY: dict[str, type[Protection]] = {}
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a client trains this round: the common settings and the seed for this client and round."""
+    """How a client trains this round: the common settings, the recipe and the seed for this client and round."""
 
     epochs: int
     batch_size: int
@@ -49,15 +50,17 @@ class LocalTraining:
     device: torch.device
     seed: int
     num_server_rounds: int
+    recipe: Recipe = field(default_factory=Recipe)
 
     def loop_settings(self) -> dict[str, Any]:
-        """The keyword arguments every training loop takes: epochs, batch size, optimizer, learning rate, device."""
+        """The keyword arguments every training loop takes: the common settings, the device and the recipe."""
         return {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer,
             "learning_rate": self.learning_rate,
             "device": self.device,
+            "recipe": self.recipe,
         }
 
 
@@ -177,9 +180,9 @@ def _conflict(first: type[Protection], second: type[Protection]) -> str:
     return ""
 
 
-def method_name(protections: Sequence[Protection]) -> str:
-    """``fedavg``, or the aggregation a protection makes of it, then ``+name`` for every other protection."""
-    base = next((p.aggregation for p in protections if p.aggregation), "fedavg")
+def method_name(protections: Sequence[Protection], aggregation: str = "fedavg") -> str:
+    """``aggregation``, or the one a protection makes of it, then ``+name`` for every other protection."""
+    base = next((p.aggregation for p in protections if p.aggregation), aggregation)
     return "+".join([base, *(p.name for p in protections if p.aggregation != base)])
 
 

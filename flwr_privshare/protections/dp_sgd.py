@@ -13,8 +13,10 @@ from flwr.app import Context, MetricRecord
 from flwr.serverapp.strategy import Result, Strategy
 from torch import nn
 
+from ..config.checks import require
 from ..data import ImageDataset
 from ..dp.section import DPSection
+from ..recipe.section import RecipeSection
 from .base import LocalTraining, Protection, register_protection
 
 STATE_KEY = "dp-sgd-accountant"
@@ -31,6 +33,20 @@ class DPSGDProtection(Protection):
     @property
     def settings(self) -> DPSection:
         return self.run[DPSection]
+
+    def check_data(self, image_shape: tuple[int, int, int]) -> None:
+        """Augmentation multiplicity needs an augmentation to make the copies differ."""
+        multiplicity = self.settings.augmentation_multiplicity
+        if multiplicity == 1:
+            return
+        augmentation = self.run[RecipeSection].augmentation if RecipeSection in self.run else "none"
+        active = RecipeSection in self.run and self.run[RecipeSection].augmentation_for(image_shape).active
+        require(
+            active,
+            "augmentation-multiplicity",
+            multiplicity,
+            f"1 when the augmentation is off (augmentation {augmentation!r} on {image_shape[0]}-channel images)",
+        )
 
     def noise_multiplier(self, num_examples: int, local: LocalTraining) -> float:
         """``noise-multiplier``, or the one that keeps all rounds within ``target-epsilon`` (Opacus RDP).
@@ -63,6 +79,7 @@ class DPSGDProtection(Protection):
             history=history_from_record(stored) if stored is not None else [],
             seed=local.seed,
             accountant=self.settings.dp_accountant,
+            augmentation_multiplicity=self.settings.augmentation_multiplicity,
             **local.loop_settings(),
         )
         context.state[STATE_KEY] = history_to_record(result.history, self.settings.dp_accountant)

@@ -1,6 +1,6 @@
 """Record the numbers of cases of :data:`tests.golden.CASES` (all by default).
 
-PRIVSHARE_DATA_ROOT=../shared/datasets python -m tests.golden.record [--into numbers.json|seeded.json] [CASE ...]
+PRIVSHARE_DATA_ROOT=../shared/datasets python -m tests.golden.record [CASE ...]
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from tests.golden import CASES, NUMBERS, numbers_of
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", help="case names (default: all)")
-    parser.add_argument("--into", default=NUMBERS.name, help="file beside this module to write")
     args = parser.parse_args()
-    target = NUMBERS.with_name(args.into)
+    target = NUMBERS
     numbers = json.loads(target.read_text()) if target.is_file() else {}
     for name in args.cases or list(CASES):
         case = CASES[name]

@@ -4,9 +4,11 @@ from flwr_privshare.apps import FedAvgExperiment
 from flwr_privshare.attacks import OracleSection
 from flwr_privshare.dp import DPSection
 from flwr_privshare.protections import ProtectionSection
+from flwr_privshare.recipe.section import RecipeSection
 from flwr_privshare.visualmixer.section import VisualMixerSection
 
 EXPERIMENT = FedAvgExperiment(
+    RecipeSection,
     ProtectionSection,
     VisualMixerSection,
     DPSection,

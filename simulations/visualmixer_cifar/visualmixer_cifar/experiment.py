@@ -3,8 +3,14 @@
 from flwr_privshare.apps import FedAvgExperiment
 from flwr_privshare.attacks import OracleSection
 from flwr_privshare.protections import ProtectionSection
+from flwr_privshare.recipe.section import RecipeSection
 from flwr_privshare.visualmixer.section import VisualMixerSection
 
 EXPERIMENT = FedAvgExperiment(
-    ProtectionSection, VisualMixerSection, OracleSection, defaults={"protection": "visualmixer"}, attacks=("oracle",)
+    RecipeSection,
+    ProtectionSection,
+    VisualMixerSection,
+    OracleSection,
+    defaults={"protection": "visualmixer"},
+    attacks=("oracle",),
 )
