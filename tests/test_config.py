@@ -71,6 +71,8 @@ APPS = {"visualmixer_cifar": VISUALMIXER, "dp_fedavg_cifar": DP, "dpm_cifar": DP
         ({"lr-warmup": 1.0}, r"'lr-warmup' is 1.0; it must be a number in \(0, 1\)"),
         ({"label-smoothing": 1.0}, r"'label-smoothing' is 1.0; it must be a number in \[0, 1\)"),
         ({"label-smoothing": -0.1}, r"'label-smoothing' is -0.1; it must be a number in \[0, 1\)"),
+        ({"server-momentum": 1.0}, r"'server-momentum' is 1.0; it must be a number in \[0, 1\)"),
+        ({"server-learning-rate": 0.0}, "'server-learning-rate' is 0.0; it must be a positive finite number"),
         ({"augmentation-multiplicity": 0}, r"'augmentation-multiplicity' is 0; it must be an integer in \[1, 64\]"),
         ({"num-rounds": 3}, "unknown run-config key 'num-rounds' \\(did you mean 'num-server-rounds'\\?\\)"),
         ({"dpm-lambda": 1.0}, "unknown run-config key 'dpm-lambda'"),  # the DP app has no DPM section

@@ -70,7 +70,7 @@ def test_unknown_augmentation_is_refused() -> None:
 
 
 def test_auto_augments_colour_images_only() -> None:
-    section = RecipeSection()
+    section = RecipeSection(augmentation="auto")
     assert section.augmentation_for((3, 32, 32)) == Augmentation(crop_padding=4, flip=True)
     assert not section.augmentation_for((1, 28, 28)).active
 

@@ -17,7 +17,7 @@ class RecipeSection(Section):
     title = "Training recipe"
 
     augmentation: str = setting(
-        "auto",
+        "none",
         'per-image augmentation of every batch ("auto": crop-flip for colour images, none for grayscale ones)',
         one_of(("auto", *AUGMENTATIONS)),
     )
@@ -31,7 +31,7 @@ class RecipeSection(Section):
         0.25, "one-cycle: fraction of the run spent warming up", Interval("a number in (0, 1)", 0, 1, True, True)
     )
     label_smoothing: float = setting(
-        0.1, "label smoothing of the training loss", Interval("a number in [0, 1)", 0, 1, high_open=True)
+        0.0, "label smoothing of the training loss", Interval("a number in [0, 1)", 0, 1, high_open=True)
     )
 
     server_learning_rate: float = setting(

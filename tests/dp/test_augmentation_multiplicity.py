@@ -76,7 +76,7 @@ def test_multiplicity_needs_an_augmentation_and_per_example_gradients(tiny_data:
         dp_round(tiny_data, 2, recipe=Recipe())
     with pytest.raises(ValueError, match="needs per-example gradients"):
         dp_round(tiny_data, 2, mode="ghost")
-    run = DP.schema.parse({"protection": "dp-sgd", "augmentation-multiplicity": 4})  # auto: crop-flip on colour
+    run = DP.schema.parse({"protection": "dp-sgd", "augmentation": "auto", "augmentation-multiplicity": 4})
     DPSGDProtection(run).check_data((3, 32, 32))
     with pytest.raises(
         ConfigError, match="'augmentation-multiplicity' is 4; it must be 1 when the augmentation is off"

@@ -11,6 +11,6 @@ EXPERIMENT = FedAvgExperiment(
     ProtectionSection,
     VisualMixerSection,
     OracleSection,
-    defaults={"protection": "visualmixer"},
+    defaults={"protection": "visualmixer", "num-server-rounds": 10, "batch-size": 16},
     attacks=("oracle",),
 )
