@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from flwr_privshare.data import ImageDataset, load_split
 from flwr_privshare.models import build_model
 from flwr_privshare.recipe import Augmentation, Recipe
 from flwr_privshare.results import atomic_write_json, package_versions
 from flwr_privshare.train import describe_device, get_device, train
+
+from .images import benchmark_images
 
 RESULTS = Path(__file__).resolve().parent / "results" / "augmentation_overhead.json"
 
@@ -44,11 +45,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    if args.data_dir:
-        data = load_split("", "test", args.data_dir).head(args.images)
-    else:
-        images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
-        data = ImageDataset(images, torch.randint(0, 10, (args.images,)), 10)
+    data = benchmark_images(args.data_dir, args.images)
     device = get_device()
     model = build_model("cifar-cnn")
     augmentation = Augmentation.named("crop-flip", 4)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from flwr_privshare.data import ImageDataset, load_split
 from flwr_privshare.dp.dpsgd import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, train_dp_sgd
 from flwr_privshare.models import build_model
 from flwr_privshare.results import atomic_write_json, package_versions
 from flwr_privshare.train import describe_device, get_device, train
+
+from .images import benchmark_images
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dp_overhead.json"
 
@@ -49,11 +50,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    if args.data_dir:
-        data = load_split("", "test", args.data_dir).head(args.images)
-    else:
-        images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
-        data = ImageDataset(images, torch.randint(0, 10, (args.images,)), 10)
+    data = benchmark_images(args.data_dir, args.images)
     device = get_device()
     model = build_model("cifar-cnn")
     common = {"epochs": 1, "batch_size": args.batch_size, "optimizer": "sgd", "learning_rate": 0.05, "device": device}

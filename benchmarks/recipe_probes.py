@@ -12,6 +12,7 @@ writes ``experiments/training_recipe/recipe_probes.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +101,24 @@ def main() -> None:
             config = {**overrides, "data-dir": str((args.data_root / data).resolve()), "seed": 42}
             summary = run_summary(app, name, config, args.num_clients, args.output_dir)
         settings = ", ".join(f"{key}={value}" for key, value in overrides.items())
+        with (folder / "rounds.csv").open() as handle:
+            train_loss = float(list(csv.DictReader(handle))[-1]["train_loss"])  # the clients' mean, last round
         rows.append({"name": name, "app": app, "data": data, "overrides": overrides,
                      "accuracy": summary.final_accuracy, "wall_time_s": summary.wall_time_s,
-                     "epsilon": summary.epsilon})  # fmt: skip
+                     "final_train_loss": train_loss, "epsilon": summary.epsilon})  # fmt: skip
         print(f"{name}: {summary.final_accuracy:.1%} in {summary.wall_time_s:.0f} s ({settings})", flush=True)
     command = command_line("benchmarks.recipe_probes", vars(args))
-    lines = [f"`{command}`", "", "| variant | data | settings | accuracy | wall time |", "|---|---|---|---|---|"]
+    lines = [
+        f"`{command}`",
+        "",
+        "| variant | data | settings | accuracy | last round's training loss | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         settings = ", ".join(f"`{key}={value}`" for key, value in row["overrides"].items())
         lines.append(
-            f"| {row['name']} | {row['data']} | {settings} | {row['accuracy']:.1%} | {row['wall_time_s']:.0f} s |"
+            f"| {row['name']} | {row['data']} | {settings} | {row['accuracy']:.1%} | {row['final_train_loss']:.2f} "
+            f"| {row['wall_time_s']:.0f} s |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "recipe_probes.md", "\n".join(lines) + "\n")

@@ -60,6 +60,13 @@ def recipe_of(run: RunConfig, image_shape: tuple[int, int, int], server_round: i
     return Recipe.from_section(run[RecipeSection], image_shape, server_round, run[CommonSection].num_server_rounds)
 
 
+def server_optimizer_of(run: RunConfig) -> RecipeSection | None:
+    """The recipe section when it asks the server to step with FedAvgM, else None (plain FedAvg)."""
+    if RecipeSection not in run or not run[RecipeSection].server_optimizer:
+        return None
+    return run[RecipeSection]
+
+
 def protected_training_data(
     run: RunConfig, protections: list[Protection], context: Context
 ) -> tuple[ImageDataset, dict[str, float]]:
@@ -131,20 +138,21 @@ class FedAvgExperiment(Experiment):
             "min_available_nodes": 1,
             "train_metrics_aggr_fn": aggregate_client_metrics,
         }
-        strategy: Strategy = FedAvg(**settings)
-        if RecipeSection in run and run[RecipeSection].server_optimizer:
-            recipe = run[RecipeSection]
+        recipe = server_optimizer_of(run)
+        strategy: Strategy
+        if recipe is not None:
             strategy = FedAvgM(
                 **settings, server_learning_rate=recipe.server_learning_rate, server_momentum=recipe.server_momentum
             )
+        else:
+            strategy = FedAvg(**settings)
         for protection in plan.protections:
             strategy = protection.wrap_strategy(strategy, grid)
         return strategy
 
     def method(self, run: RunConfig, plan: Plan) -> str:
         """``fedavg``, or ``fedavgm`` when the server steps with momentum or its own learning rate."""
-        server_optimizer = RecipeSection in run and run[RecipeSection].server_optimizer
-        return method_name(plan.protections, "fedavgm" if server_optimizer else "fedavg")
+        return method_name(plan.protections, "fedavg" if server_optimizer_of(run) is None else "fedavgm")
 
     def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
         final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]

@@ -45,6 +45,8 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
     if sys.argv[1] == "--toml":
-        sys.stdout.write(toml(sys.argv[2]) if len(sys.argv) == 3 else __doc__ or "")
+        if len(sys.argv) != 3:
+            raise SystemExit(__doc__)
+        sys.stdout.write(toml(sys.argv[2]))
     else:
         sys.stdout.write(reference(sys.argv[1:]))

@@ -146,9 +146,11 @@ def train_dp_sgd(
     for _ in range(epochs):
         for batch_images, batch_labels in private_loader:
             private_optimizer.zero_grad(set_to_none=True)
-            images = batch_images.to(device).repeat_interleave(augmentation_multiplicity, dim=0)
+            images, labels = batch_images.to(device), batch_labels.to(device)
+            if augmentation_multiplicity > 1:
+                images = images.repeat_interleave(augmentation_multiplicity, dim=0)
+                labels = labels.repeat_interleave(augmentation_multiplicity, dim=0)
             images = recipe.augmentation(images, augment_generator).float().div_(255.0)
-            labels = batch_labels.to(device).repeat_interleave(augmentation_multiplicity, dim=0)
             loss = criterion(private_model(images), labels)
             loss.backward()
             if augmentation_multiplicity > 1:

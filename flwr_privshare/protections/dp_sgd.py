@@ -39,13 +39,12 @@ class DPSGDProtection(Protection):
         multiplicity = self.settings.augmentation_multiplicity
         if multiplicity == 1:
             return
-        augmentation = self.run[RecipeSection].augmentation if RecipeSection in self.run else "none"
-        active = RecipeSection in self.run and self.run[RecipeSection].augmentation_for(image_shape).active
+        recipe = self.run[RecipeSection] if RecipeSection in self.run else RecipeSection(augmentation="none")
         require(
-            active,
+            recipe.augmentation_for(image_shape).active,
             "augmentation-multiplicity",
             multiplicity,
-            f"1 when the augmentation is off (augmentation {augmentation!r} on {image_shape[0]}-channel images)",
+            f"1 when the augmentation is off (augmentation {recipe.augmentation!r} on {image_shape[0]}-channel images)",
         )
 
     def noise_multiplier(self, num_examples: int, local: LocalTraining) -> float:

@@ -1,4 +1,4 @@
-"""The training-recipe section: augmentation, learning-rate schedule and label smoothing of local training."""
+"""The training-recipe section: augmentation, learning-rate schedule, label smoothing and the server's step."""
 
 from __future__ import annotations
 
