@@ -24,9 +24,14 @@ def run_summary(
 ) -> RunSummary:
     """Run ``simulations/<app>`` as run folder ``name`` under ``output_dir``; return its summary.
 
+    A finished run folder of that name is read instead of run again, so an interrupted study
+    resumes where it stopped (delete a folder to run it again).
+
     Raises:
         SystemExit: the run did not complete (its log tail is in the message).
     """
+    if (output_dir / name / "summary.json").is_file():
+        return load_summary(output_dir / name)
     config = {**config, "output-dir": str(output_dir.resolve()), "run-name": name}
     federation = f"num-supernodes={num_clients} client-resources-num-cpus=1"
     outcome = run_app(SIMULATIONS / app, config, federation, isolated=True)

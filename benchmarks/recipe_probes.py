@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
-from flwr_privshare.summary import load_summary
 
 from .app_runs import command_line, run_summary
 
@@ -95,11 +94,8 @@ def main() -> None:
         if args.only and name not in args.only.split(","):
             continue
         folder = args.output_dir / name
-        if (folder / "summary.json").is_file():
-            summary = load_summary(folder)
-        else:
-            config = {**overrides, "data-dir": str((args.data_root / data).resolve()), "seed": 42}
-            summary = run_summary(app, name, config, args.num_clients, args.output_dir)
+        config = {**overrides, "data-dir": str((args.data_root / data).resolve()), "seed": 42}
+        summary = run_summary(app, name, config, args.num_clients, args.output_dir)
         settings = ", ".join(f"{key}={value}" for key, value in overrides.items())
         with (folder / "rounds.csv").open() as handle:
             train_loss = float(list(csv.DictReader(handle))[-1]["train_loss"])  # the clients' mean, last round

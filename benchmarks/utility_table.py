@@ -4,7 +4,8 @@ Every row is one ``flwr run`` of ``simulations/visualmixer_cifar`` (10 IID clien
 default) through :func:`flwr_privshare.launch.run_app`. Beside each VisualMixer row stand
 the window bounds, the mean VFE gain (shuffled / plain) and the oracle recognition: the
 accuracy of a classifier trained on the plain public split when shown the shuffled test
-images (near 10% = chance; near the oracle's plain accuracy = nothing hidden).
+images (near 10% = chance; near the oracle's plain accuracy = nothing hidden); the plain
+rows show the oracle's plain accuracy there. Settings not named here are the app's defaults.
 
     python -m benchmarks.utility_table --data-root ../shared/datasets --output-dir /tmp/utility-runs
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from flwr_privshare.results import atomic_write_json, atomic_write_text, package_versions
 from flwr_privshare.summary import RunSummary
 
-from .app_runs import command_line, run_summary
+from .app_runs import app_defaults, command_line, run_summary
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "utility_table"
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, required=True, help="folder with cifar10/ and mnist/")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the run folders go")
     parser.add_argument("--num-clients", type=int, default=10)
-    parser.add_argument("--num-server-rounds", type=int, default=5)
+    parser.add_argument("--num-server-rounds", type=int, default=app_defaults("visualmixer_cifar")["num-server-rounds"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--oracle-epochs", type=int, default=10)
     parser.add_argument("--only", default="", help="comma-separated data folders to run (default: all)")
