@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("flwr-privshare", "flwr", "flwr-datasets", "torch", "torchvision", "numpy", "ray")
+#: The layout of a run folder (``config.json``'s ``format``); tools that read folders check it.
+RUN_FOLDER_FORMAT = 1
 
 
 def package_versions() -> dict[str, str]:
@@ -106,8 +108,16 @@ class RunFolder:
         self.rounds: list[dict[str, Any]] = []
         atomic_write_json(
             self.path / "config.json",
-            {"config": dict(config), "seed": seed, "versions": package_versions()},
+            {"format": RUN_FOLDER_FORMAT, "config": dict(config), "seed": seed, "versions": package_versions()},
         )
+
+    @classmethod
+    def existing(cls, path: str | Path) -> RunFolder:
+        """A published run folder, opened to add files (attack results, figures); it is not renamed."""
+        folder = cls.__new__(cls)
+        folder.final_path = folder.path = Path(path)
+        folder.rounds = []
+        return folder
 
     def __enter__(self) -> RunFolder:
         return self

@@ -1,12 +1,15 @@
 """Attacks and privacy measurements that run after a run (see :mod:`.base`); importing this registers them."""
 
 from .base import Attack, FinishedRun, build_attack, register_attack, registered_attacks
+from .membership import MembershipInference, MembershipOptions
 from .oracle import OracleRecognition, OracleSection, oracle_recognition
 from .reconstruction_audit import ReconstructionAudit
 
 __all__ = [
     "Attack",
     "FinishedRun",
+    "MembershipInference",
+    "MembershipOptions",
     "OracleRecognition",
     "OracleSection",
     "ReconstructionAudit",

@@ -65,8 +65,8 @@ def partition_rows(
     return np.asarray(impl.load_partition(partition_id)["row"], dtype=np.int64)
 
 
-def client_partition(common: CommonSection, partition_id: int, num_partitions: int) -> ImageDataset:
-    """The plain training rows of ``partition_id`` (never the public split), capped at ``samples-per-client``."""
+def client_rows(common: CommonSection, partition_id: int, num_partitions: int) -> np.ndarray:
+    """Indices into the training split of ``partition_id``'s rows, capped at ``samples-per-client``."""
     train_split = load_split(common.dataset, "train", common.data_dir)
     _, private_rows = split_public(len(train_split), common.public_size, common.seed)
     rows = partition_rows(
@@ -78,7 +78,13 @@ def client_partition(common: CommonSection, partition_id: int, num_partitions: i
         seed=common.seed,
         dirichlet_alpha=common.dirichlet_alpha,
     )
-    return train_split.subset(rows).head(common.samples_per_client)
+    return rows[: common.samples_per_client] if common.samples_per_client > 0 else rows
+
+
+def client_partition(common: CommonSection, partition_id: int, num_partitions: int) -> ImageDataset:
+    """The plain training rows of ``partition_id`` (never the public split), capped at ``samples-per-client``."""
+    train_split = load_split(common.dataset, "train", common.data_dir)
+    return train_split.subset(client_rows(common, partition_id, num_partitions))
 
 
 def public_split(common: CommonSection) -> ImageDataset:

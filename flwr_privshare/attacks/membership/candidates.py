@@ -1,0 +1,119 @@
+"""The membership game's rows: members, non-members, the reference pool and RMIA's population.
+
+- **Members**: training-split rows that some client trained on, recomputed from the run's
+  seeded partitions (:func:`trained_rows`). This is the only place the attack reads a
+  client's partition, and only to label the ground truth; no score ever sees which rows they are.
+- **Non-members**: test-split rows. No client and no server step trains on the test split
+  (the server only evaluates on it), so no model of the run saw them.
+- **Extra pool rows**: further test-split rows that only reference models train on.
+- **Population**: test-split rows no model trains on (RMIA's ``z``).
+
+The attacker's pool (what reference models train random halves of) is
+``members + non-members + extra``: the candidates plus held-out rows from the same distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...config.common import CommonSection
+from ...data import ImageDataset, client_rows, load_split
+
+
+class MembershipError(ValueError):
+    """Options the run folder or the data cannot serve (raised before any work)."""
+
+
+def trained_rows(common: CommonSection, num_clients: int) -> np.ndarray:
+    """Training-split rows of every client's partition: the ground truth of membership.
+
+    Every client trains in every round when ``fraction-train`` is 1, so each of these rows
+    trained the global model.
+    """
+    if common.fraction_train < 1.0:
+        raise MembershipError(
+            f"fraction-train is {common.fraction_train:g}; membership ground truth needs every client "
+            "to train in every round (fraction-train = 1)"
+        )
+    rows = [client_rows(common, partition, num_clients) for partition in range(num_clients)]
+    return np.unique(np.concatenate(rows))
+
+
+@dataclass(frozen=True)
+class MembershipData:
+    """The rows of one membership game and their images.
+
+    Attributes:
+        pool: members, then non-members, then the extra rows (reference models train halves of it).
+        population: RMIA's ``z`` (no model trains on them).
+        num_members: members at the head of ``pool``.
+        num_non_members: non-members after them.
+        member_rows: their indices in the training split.
+        non_member_rows: their indices in the test split.
+    """
+
+    pool: ImageDataset
+    population: ImageDataset
+    num_members: int
+    num_non_members: int
+    member_rows: np.ndarray
+    non_member_rows: np.ndarray
+
+    @property
+    def num_candidates(self) -> int:
+        return self.num_members + self.num_non_members
+
+    @property
+    def is_member(self) -> np.ndarray:
+        """``(num_candidates,)`` the ground truth of the candidates."""
+        return np.arange(self.num_candidates) < self.num_members
+
+
+def _concat(*parts: ImageDataset) -> ImageDataset:
+    return ImageDataset(
+        torch.cat([part.images for part in parts]), torch.cat([part.labels for part in parts]), parts[0].num_classes
+    )
+
+
+def membership_data(
+    common: CommonSection,
+    num_clients: int,
+    *,
+    members: int,
+    non_members: int,
+    population: int,
+    extra: int | None,
+    seed: int,
+) -> MembershipData:
+    """Draw the game's rows with ``seed``; refuse counts the data cannot serve, naming the option.
+
+    Args:
+        extra: further pool rows from the test split (None: all that are left).
+    """
+    train_split = load_split(common.dataset, "train", common.data_dir)
+    test_split = load_split(common.dataset, "test", common.data_dir)
+    trained = trained_rows(common, num_clients)
+    if not 1 <= members <= len(trained):
+        raise MembershipError(f"--members must be in [1, {len(trained)}] (rows the clients trained on), got {members}")
+    if non_members < 1 or non_members + population > len(test_split):
+        raise MembershipError(
+            f"--non-members ({non_members}) and --population ({population}) come from the "
+            f"{len(test_split)} test rows: each at least 1 and together at most {len(test_split)}"
+        )
+    if population < 1:
+        raise MembershipError(f"--population must be at least 1, got {population}")
+    left = len(test_split) - non_members - population
+    extra = left if extra is None else extra
+    if not 0 <= extra <= left:
+        raise MembershipError(f"--extra-pool must be in [0, {left}] (the test rows left), got {extra}")
+    rng = np.random.default_rng(seed)
+    member_rows = np.sort(rng.choice(trained, size=members, replace=False))
+    test_order = rng.permutation(len(test_split))
+    non_member_rows = np.sort(test_order[:non_members])
+    population_rows = test_order[non_members : non_members + population]
+    extra_rows = test_order[non_members + population :][:extra]
+    pool = _concat(train_split.subset(member_rows), test_split.subset(non_member_rows), test_split.subset(extra_rows))
+    return MembershipData(pool, test_split.subset(population_rows), members, non_members, member_rows, non_member_rows)

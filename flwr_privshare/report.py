@@ -1,0 +1,189 @@
+"""``privshare-report DIR ...``: one privacy-utility table (Markdown and CSV) and plot over many run folders.
+
+Every run folder under the given folders (any depth) becomes one row: data set, method and
+its parameters, clients, rounds, accuracy, epsilon, oracle recognition, and per membership
+attack its AUC and true-positive rate at 0.1% false-positive rate (from
+``attacks/membership.json``, when the run was attacked). For a run attacked with more than
+one query (VisualMixer: plain and shuffled records) the table shows the query that served
+the attacker best, by AUC, as the defender's worst case; the CSV has every query.
+
+    privshare-report ~/flwr-privshare-results --output report
+
+writes ``report.md``, ``report.csv`` and ``report.png`` (accuracy against the strongest
+attack's AUC and TPR at 0.1% FPR, one labelled point per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .results import atomic_target, atomic_write_csv, atomic_write_text
+from .summary import RunSummary, load_summary
+
+#: The membership attack variants of the Markdown table (the CSV has all).
+HEADLINE_ATTACKS = ("loss", "shadow", "lira-online-fixed-variance", "lira-offline-fixed-variance", "rmia")
+LOW_FPR_KEY = "tpr_at_0.001_fpr"
+
+
+def run_folders(roots: Sequence[Path]) -> list[Path]:
+    """Finished run folders (with ``summary.json``) under ``roots``, sorted; incomplete ones are skipped."""
+    found = {
+        summary.parent
+        for root in roots
+        for summary in Path(root).expanduser().rglob("summary.json")
+        if not any(part.endswith(".incomplete") for part in summary.parent.parts)
+    }
+    return sorted(found)
+
+
+def method_parameters(summary: RunSummary) -> str:
+    """The parameters that tell two runs of one method apart (windows, noise, epsilon target)."""
+    parts = []
+    mixer = summary.privacy.get("visualmixer")
+    if mixer:
+        parts.append(f"windows {mixer['window_min']}-{mixer['window_max']}")
+    dp = summary.dp
+    if dp:
+        if dp.get("target_epsilon"):
+            parts.append(f"target eps {dp['target_epsilon']:g}")
+        if dp.get("noise_multiplier") is not None:
+            parts.append(f"z {dp['noise_multiplier']:.3g}")
+    return ", ".join(parts)
+
+
+def membership_columns(folder: Path) -> dict[str, Any]:
+    """``{"<query>/<attack>/<metric>": value}`` of ``attacks/membership.json`` (empty when not attacked)."""
+    path = folder / "attacks" / "membership.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    columns: dict[str, Any] = {"membership/reference_models": report["reference_models"]["count"]}
+    for query, attacks in report["queries"].items():
+        for attack, metrics in attacks.items():
+            for metric, value in metrics.items():
+                columns[f"{query}/{attack}/{metric}"] = value
+    return columns
+
+
+def worst_case(columns: dict[str, Any], attack: str) -> tuple[str, float, float] | None:
+    """``(query, AUC, TPR at 0.1% FPR)`` of the query where ``attack`` had the highest AUC."""
+    queries = [key.split("/")[0] for key in columns if key.endswith(f"/{attack}/auc")]
+    if not queries:
+        return None
+    best = max(queries, key=lambda query: columns[f"{query}/{attack}/auc"])
+    return best, columns[f"{best}/{attack}/auc"], columns[f"{best}/{attack}/{LOW_FPR_KEY}"]
+
+
+def row_of(folder: Path) -> dict[str, Any]:
+    """One CSV row: the run's headline and every attack metric."""
+    summary = load_summary(folder)
+    oracle = summary.privacy.get("oracle", {})
+    return {
+        "run": folder.name,
+        "data": Path(summary.dataset).name,
+        "method": summary.method,
+        "parameters": method_parameters(summary),
+        "clients": summary.num_clients,
+        "rounds": summary.num_rounds,
+        "accuracy": summary.final_accuracy,
+        "epsilon": summary.epsilon,
+        "oracle_recognition": oracle.get("recognition"),
+        **membership_columns(folder),
+    }
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table: headline columns, then AUC / TPR at 0.1% FPR per headline attack."""
+    attacks = [a for a in HEADLINE_ATTACKS if any(worst_case(row, a) for row in rows)]
+    header = ["data", "method", "parameters", "clients", "rounds", "accuracy", "epsilon", "oracle recognition"]
+    header += [f"{attack} AUC / TPR@0.1%" for attack in attacks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [
+            row["data"],
+            row["method"],
+            row["parameters"] or "-",
+            str(row["clients"]),
+            str(row["rounds"]),
+            _percent(row["accuracy"]),
+            "-" if row["epsilon"] is None else f"{row['epsilon']:.2f}",
+            _percent(row["oracle_recognition"]),
+        ]
+        for attack in attacks:
+            found = worst_case(row, attack)
+            if found is None:
+                cells.append("-")
+                continue
+            query, auc, tpr = found
+            cells.append(f"{auc:.3f} / {tpr:.1%}" + ("" if query == "plain" else f" ({query})"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scatter(rows: list[dict[str, Any]]) -> Any:
+    """Accuracy against the strongest attack's AUC and TPR at 0.1% FPR, one labelled point per attacked run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for row in rows:
+        found = [f for f in (worst_case(row, a) for a in HEADLINE_ATTACKS) if f is not None]
+        if not found:
+            continue
+        label = f"{row['method']} {row['parameters']}".strip()
+        for ax, value in zip(axes, (max(f[1] for f in found), max(f[2] for f in found)), strict=True):
+            ax.scatter(row["accuracy"], value)
+            ax.annotate(label, (row["accuracy"], value), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for ax, name in zip(axes, ("strongest attack's AUC", "strongest attack's TPR at 0.1% FPR"), strict=True):
+        ax.set_xlabel("accuracy")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def write_report(roots: Sequence[Path], output: Path) -> list[dict[str, Any]]:
+    """Write ``<output>.md``, ``.csv`` and ``.png`` for every run folder under ``roots``; return the rows."""
+    folders = run_folders(roots)
+    if not folders:
+        raise FileNotFoundError(f"no finished run folder (with summary.json) under {', '.join(map(str, roots))}")
+    rows = [row_of(folder) for folder in folders]
+    atomic_write_csv(output.with_suffix(".csv"), rows)
+    atomic_write_text(output.with_suffix(".md"), markdown(rows))
+    import matplotlib.pyplot as plt
+
+    figure = scatter(rows)
+    try:
+        with atomic_target(output.with_suffix(".png")) as temporary:
+            figure.savefig(temporary, dpi=120, format="png")
+    finally:
+        plt.close(figure)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="privshare-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="folders that hold run folders")
+    parser.add_argument("--output", type=Path, default=Path("report"), help="path stem of report.{md,csv,png}")
+    args = parser.parse_args(argv)
+    try:
+        rows = write_report(args.folders, args.output)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    print(f"{len(rows)} runs -> {args.output.with_suffix('.md')}, .csv, .png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Membership inference end to end on real run folders (in-process FedAvg runs): success, no false signal,
+ground truth, seeding, and bad input refused before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flwr_privshare.apps import Experiment
+from flwr_privshare.attacks.membership import candidates
+from flwr_privshare.attacks.membership.candidates import membership_data
+from flwr_privshare.attacks.membership.cli import main
+from flwr_privshare.attacks.run_folder import load_run_folder
+from flwr_privshare.config import CommonSection
+from flwr_privshare.data import client_partition, public_split
+from flwr_privshare.report import write_report
+
+from ..experiments import DP, VISUALMIXER
+from ..golden import PLAIN_LOOP
+from ..inprocess import run_in_process
+
+# Deliberately overfit: 2 clients with 100 CIFAR-10 images each, 60 epochs in small batches.
+OVERFIT = {
+    **PLAIN_LOOP,
+    "protection": "none",
+    "num-server-rounds": 20,
+    "local-epochs": 3,
+    "samples-per-client": 100,
+    "batch-size": 8,
+    "optimizer": "adam",
+    "learning-rate": 0.001,
+    "test-size": 500,
+    "public-size": 1000,
+    "oracle-epochs": 0,
+}
+# Barely trained, on MNIST: cheap reference models for the tests that do not need a strong attack.
+CHEAP = {
+    **PLAIN_LOOP,
+    "protection": "none",
+    "dataset": "ylecun/mnist",
+    "num-server-rounds": 1,
+    "samples-per-client": 100,
+    "test-size": 500,
+    "public-size": 1500,
+    "oracle-epochs": 0,
+}
+LOW_FPR = "tpr_at_0.001_fpr"
+
+
+def make_run(
+    root: Path, data_dir: Path, overrides: dict[str, object], name: str, experiment: Experiment = VISUALMIXER
+) -> Path:
+    config = {**overrides, "data-dir": str(data_dir), "output-dir": str(root), "run-name": name}
+    run_in_process(experiment, 2, config)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    return make_run(tmp_path_factory.mktemp("overfit"), data_root / "cifar10", OVERFIT, "overfit")
+
+
+@pytest.fixture(scope="module")
+def cheap_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    return make_run(tmp_path_factory.mktemp("cheap"), data_root / "mnist", CHEAP, "cheap")
+
+
+def membership(folder: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((folder / "attacks" / "membership.json").read_text())
+
+
+def test_attacks_succeed_on_an_overfit_model(overfit_run: Path) -> None:
+    # the reference models train on halves of the 200 candidates: 100 rows, as many as a client has
+    main([str(overfit_run), "--reference-models", "8", "--members", "100", "--non-members", "100",
+          "--population", "100", "--extra-pool", "0"])  # fmt: skip
+    report = membership(overfit_run)
+    plain = report["queries"]["plain"]
+    assert set(plain) == {
+        "loss", "shadow", "lira-online", "lira-online-fixed-variance", "lira-offline",
+        "lira-offline-fixed-variance", "rmia",
+    }  # fmt: skip
+    lira_auc = max(plain[name]["auc"] for name in plain if name.startswith("lira"))
+    assert plain["loss"]["auc"] >= 0.75 and lira_auc >= 0.75, plain
+    strongest_low_fpr = max(plain[name][LOW_FPR] for name in plain if name.startswith(("lira", "rmia")))
+    assert strongest_low_fpr >= plain["loss"][LOW_FPR], plain
+    assert report["candidates"] == {"members": 100, "non_members": 100, "pool": 200, "population": 100}
+    assert report["reference_models"] == {"count": 8, "kind": "centralised stand-in", "epochs": 60}
+    assert "dp" not in report and "empirical_epsilon_lower_bound" not in plain["loss"]
+    scores = np.load(overfit_run / "attacks" / "membership_scores.npz")
+    assert scores["is_member"].sum() == 100 and scores["plain__loss"].shape == (200,)
+    assert (overfit_run / "attacks" / "membership_roc.png").stat().st_size > 5000
+    # the report reads the attacked folder
+    rows = write_report([overfit_run.parent], overfit_run.parent / "report")
+    assert rows[0]["plain/loss/auc"] == plain["loss"]["auc"]
+    table = (overfit_run.parent / "report.md").read_text()
+    assert f"{plain['rmia']['auc']:.3f} / {plain['rmia'][LOW_FPR]:.1%}" in table
+    assert (overfit_run.parent / "report.png").is_file() and (overfit_run.parent / "report.csv").is_file()
+
+
+def test_no_false_signal_when_members_are_unseen_rows(
+    cheap_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Members" drawn from the public split, which no client had: every attack must sit at chance."""
+    folder = tmp_path / cheap_run.name
+    shutil.copytree(cheap_run, folder, ignore=shutil.ignore_patterns("attacks"))
+    common = load_run_folder(folder).finished.run[CommonSection]
+    unseen = np.sort(public_split_rows(common))
+    monkeypatch.setattr(candidates, "trained_rows", lambda common, num_clients: unseen)
+    main([str(folder), "--reference-models", "2", "--members", "1000", "--non-members", "1000",
+          "--population", "300", "--extra-pool", "0"])  # fmt: skip
+    for name, metrics in membership(folder)["queries"]["plain"].items():
+        assert metrics["auc"] == pytest.approx(0.5, abs=0.05), name
+
+
+def public_split_rows(common: CommonSection) -> np.ndarray:
+    from flwr_privshare.data import load_split, split_public
+
+    return split_public(len(load_split(common.dataset, "train", common.data_dir)), common.public_size, common.seed)[0]
+
+
+def test_ground_truth_members_were_trained_on_and_non_members_were_not(cheap_run: Path) -> None:
+    """Checked on the images themselves, against every client's own partition."""
+    loaded = load_run_folder(cheap_run)
+    common = loaded.finished.run[CommonSection]
+    data = membership_data(common, 2, members=150, non_members=150, population=100, extra=50, seed=3)
+
+    def digests(images: np.ndarray) -> set[str]:
+        return {hashlib.sha256(image.tobytes()).hexdigest() for image in images}
+
+    trained = set().union(*(digests(client_partition(common, p, 2).images.numpy()) for p in range(2)))
+    pool = data.pool.images.numpy()
+    assert digests(pool[:150]) <= trained
+    assert not digests(pool[150:]) & trained and not digests(data.population.images.numpy()) & trained
+    assert len(digests(pool)) == len(pool) == 350 and not digests(pool) & digests(data.population.images.numpy())
+    assert data.is_member.tolist() == [True] * 150 + [False] * 150
+    assert not digests(public_split(common).images.numpy()) & digests(pool[:150])
+
+
+def test_same_folder_seed_and_options_give_the_same_scores(cheap_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / cheap_run.name
+    shutil.copytree(cheap_run, folder, ignore=shutil.ignore_patterns("attacks"))
+    options = ["--reference-models", "2", "--members", "100", "--non-members", "100", "--population", "100",
+               "--extra-pool", "100", "--seed", "5"]  # fmt: skip
+    main([str(folder), *options])
+    first = dict(np.load(folder / "attacks" / "membership_scores.npz"))
+    cache = {path: path.stat().st_mtime_ns for path in (folder / "attacks" / "reference-models").glob("*.pt")}
+    assert len(cache) == 2
+    main([str(folder), *options])  # a second attack reuses the cached reference models
+    assert {path: path.stat().st_mtime_ns for path in cache} == cache
+    cached = dict(np.load(folder / "attacks" / "membership_scores.npz"))
+    shutil.rmtree(folder / "attacks")  # now they are trained again
+    main([str(folder), *options])
+    retrained = dict(np.load(folder / "attacks" / "membership_scores.npz"))
+    assert first.keys() == cached.keys() == retrained.keys() and len(first) == 8
+    for key in first:
+        np.testing.assert_array_equal(first[key], cached[key], err_msg=key)
+        np.testing.assert_array_equal(first[key], retrained[key], err_msg=key)
+    main([str(folder), *options[:-1], "6"])
+    assert not np.array_equal(
+        np.load(folder / "attacks" / "membership_scores.npz")["plain__rmia"], first["plain__rmia"]
+    )
+
+
+def test_visualmixer_runs_are_attacked_with_plain_and_shuffled_records(tmp_path: Path, data_root: Path) -> None:
+    folder = make_run(tmp_path, data_root / "mnist", {**CHEAP, "protection": "visualmixer"}, "mixed")
+    main([str(folder), "--attack", "loss,lira", "--reference-models", "2", "--members", "100",
+          "--non-members", "100", "--population", "50", "--extra-pool", "0"])  # fmt: skip
+    report = membership(folder)
+    assert set(report["queries"]) == {"plain", "shuffled"}
+    assert set(report["queries"]["shuffled"]) == {
+        "loss", "lira-online", "lira-online-fixed-variance", "lira-offline", "lira-offline-fixed-variance",
+    }  # fmt: skip
+    scores = np.load(folder / "attacks" / "membership_scores.npz")
+    assert not np.array_equal(scores["plain__loss"], scores["shuffled__loss"])
+    assert (folder / "attacks" / "membership_roc_shuffled.png").is_file()
+
+
+def test_dp_runs_report_the_empirical_epsilon_beside_the_accountant(tmp_path: Path, data_root: Path) -> None:
+    dp_sgd = {**CHEAP, "protection": "dp-sgd", "noise-multiplier": 1.0}
+    folder = make_run(tmp_path, data_root / "mnist", dp_sgd, "dp", experiment=DP)
+    main([str(folder), "--attack", "loss", "--members", "200", "--non-members", "200", "--population", "10"])
+    report = membership(folder)
+    accountant = json.loads((folder / "summary.json").read_text())["epsilon"]
+    assert report["dp"] == {"accountant_epsilon": accountant, "delta": 1e-5} and accountant > 0
+    assert report["reference_models"]["count"] == 0
+    assert 0.0 <= report["queries"]["plain"]["loss"]["empirical_epsilon_lower_bound"] <= accountant
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--attack", "loss,gan"], "--attack must name some of loss, shadow, lira, rmia, got 'loss,gan'"),
+        (["--members", "201"], "--members must be in [1, 200]"),
+        (["--non-members", "9000", "--population", "2000"], "together at most 10000"),
+        (["--reference-models", "300"], "--reference-models must be in [1, 256]"),
+        (["--attack", "lira", "--reference-models", "1"], "at least 2 for lira"),
+        (["--extra-pool", "9000"], "--extra-pool must be in [0, 8000]"),
+    ],
+)
+def test_bad_options_fail_before_any_work(
+    cheap_run: Path, arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main([str(cheap_run), "--members", "100", *arguments])
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (cheap_run / "attacks").exists()
+
+
+def test_bad_run_folders_fail_before_any_work(
+    cheap_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    without_model = tmp_path / "no-model"
+    shutil.copytree(cheap_run, without_model, ignore=shutil.ignore_patterns("attacks", "model.pt"))
+    old_format = tmp_path / "old"
+    shutil.copytree(cheap_run, old_format, ignore=shutil.ignore_patterns("attacks"))
+    config = json.loads((old_format / "config.json").read_text())
+    del config["format"]
+    (old_format / "config.json").write_text(json.dumps(config))
+    incomplete = tmp_path / ".crashed.incomplete"
+    shutil.copytree(cheap_run, incomplete, ignore=shutil.ignore_patterns("attacks"))
+    cases = {
+        without_model: "it has no model.pt",
+        old_format: "written in run-folder format 'none'",
+        incomplete: "is an incomplete run",
+        tmp_path / "missing": "does not exist",
+    }
+    for folder, message in cases.items():
+        with pytest.raises(SystemExit):
+            main([str(cheap_run), str(folder), "--members", "100"])  # the good folder first: not attacked either
+        assert message in capsys.readouterr().err
+        assert not (cheap_run / "attacks").exists() and not (folder / "attacks").exists()
