@@ -1,13 +1,13 @@
-"""Same seed, same numbers: app runs at small settings, recorded once and compared after every change.
+"""Same seed, same numbers: app runs at small settings, recorded once per CPU and compared after every change.
 
 :data:`CASES` names each recorded run (app, run-config overrides, number of SuperNodes). The
 end-to-end tests run these cases and compare every number of their ``summary.json`` and
 ``rounds.csv`` with ``numbers.json``, which ``python -m tests.golden.record`` wrote with the CPU
-kernels pinned to AVX2 (see ``tests/__init__.py``), so the numbers hold on any x86-64 machine.
-The code that recorded them reproduced, on the machine of the first recording (unpinned
-kernels), every number recorded before the experiment skeleton was introduced, apart from those
-that code itself could not reproduce (unseeded DP-FedAvg noise, replies aggregated in arrival
-order).
+kernels pinned to AVX2 (see ``tests/__init__.py``). Pinning is not enough across CPUs: an AMD
+EPYC (Zen 4) and the machine of the first recording differ in the fifth digit of a loss, and the
+DPM runs, which are chaotic, diverge from there. So the numbers are kept per CPU
+(:func:`cpu_key`); on a CPU without a recording the comparison is skipped with a warning (the
+rest of every end-to-end test still runs) until ``python -m tests.golden.record`` is run there.
 
 Re-record only for a change meant to change results; the FedAvg cases pin the plain local loop
 (:data:`PLAIN_LOOP`), so new defaults of the training recipe do not move them.
@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,15 +166,37 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
         into[prefix] = float(value)
 
 
-def recorded(case: str) -> dict[str, Any]:
-    """The numbers recorded for ``case``."""
-    return dict(json.loads(NUMBERS.read_text())[case])
+def cpu_key() -> str:
+    """The CPU the numbers belong to: vendor, family and model from ``/proc/cpuinfo``."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields = {
+        key: re.search(rf"^{key}\s*:\s*(.+)$", info, re.MULTILINE) for key in ("vendor_id", "cpu family", "model")
+    }
+    vendor, family, model = (match.group(1).strip() if match else "?" for match in fields.values())
+    return f"{vendor} family {family} model {model}"
+
+
+def recordings() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{cpu key: {case: numbers}}``."""
+    return dict(json.loads(NUMBERS.read_text())) if NUMBERS.is_file() else {}
+
+
+def recorded(case: str) -> dict[str, Any] | None:
+    """The numbers recorded for ``case`` on this CPU (None: none recorded here)."""
+    numbers = recordings().get(cpu_key(), {}).get(case)
+    return None if numbers is None else dict(numbers)
 
 
 def differences(case: str, folder: Path, rel: float = 1e-6) -> list[str]:
     """Every recorded number of ``case`` that the run in ``folder`` does not reproduce."""
     actual = numbers_of(folder)
     expected = recorded(case)
+    if expected is None:
+        warnings.warn(f"no golden numbers of {case!r} on this CPU ({cpu_key()}); not compared", stacklevel=2)
+        return []
     found = []
     for key, value in expected.items():
         if any(word in key for word in UNSTABLE):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flwr_privshare.launch import run_app
 from tests.conftest import DATA_ROOT
-from tests.golden import CASES, NUMBERS, numbers_of
+from tests.golden import CASES, NUMBERS, cpu_key, numbers_of, recordings
 
 
 def main() -> None:
@@ -20,7 +20,8 @@ def main() -> None:
     parser.add_argument("cases", nargs="*", help="case names (default: all)")
     args = parser.parse_args()
     target = NUMBERS
-    numbers = json.loads(target.read_text()) if target.is_file() else {}
+    everything = recordings()
+    numbers = everything.setdefault(cpu_key(), {})
     for name in args.cases or list(CASES):
         case = CASES[name]
         with tempfile.TemporaryDirectory() as output:
@@ -29,8 +30,8 @@ def main() -> None:
             if not outcome.completed:
                 raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-4000:]}")
             numbers[name] = numbers_of(Path(output) / "run")
-        target.write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
-        print(f"recorded {name}: {len(numbers[name])} numbers", flush=True)
+        target.write_text(json.dumps(everything, indent=1, sort_keys=True) + "\n")
+        print(f"recorded {name} on {cpu_key()}: {len(numbers[name])} numbers", flush=True)
 
 
 if __name__ == "__main__":
