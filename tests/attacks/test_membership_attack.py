@@ -139,6 +139,10 @@ def test_ground_truth_members_were_trained_on_and_non_members_were_not(cheap_run
     assert len(digests(pool)) == len(pool) == 350 and not digests(pool) & digests(data.population.images.numpy())
     assert data.is_member.tolist() == [True] * 150 + [False] * 150
     assert not digests(public_split(common).images.numpy()) & digests(pool[:150])
+    # the reference-model cache is keyed by which rows the pool holds, not only by how many
+    again = membership_data(common, 2, members=150, non_members=150, population=100, extra=50, seed=3)
+    other = membership_data(common, 2, members=150, non_members=150, population=101, extra=50, seed=3)
+    assert again.pool_digest == data.pool_digest != other.pool_digest and len(other.pool) == len(data.pool)
 
 
 def test_same_folder_seed_and_options_give_the_same_scores(cheap_run: Path, tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ empirical lower bound on epsilon of every attack, beside the accountant's epsilo
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from collections.abc import Callable
@@ -94,10 +93,6 @@ class MembershipOptions:
     @property
     def uses_references(self) -> bool:
         return any(name in NEEDS_REFERENCES for name in self.attacks)
-
-
-def _digest(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
 
 
 @dataclass
@@ -202,15 +197,15 @@ class MembershipInference(Attack):
             for name, (pool, population) in views.items()
         }
         timings["target_signals_s"], clock = time.monotonic() - clock, time.monotonic()
-        memberships = reference_memberships(
-            len(data.pool), self.options.reference_models, derive_seed(seed, "memberships")
+        count = self.options.reference_models if self.options.uses_references else 0
+        memberships = (
+            reference_memberships(len(data.pool), count, derive_seed(seed, "memberships"))
+            if count
+            else np.zeros((0, len(data.pool)), dtype=bool)
         )
-        if not self.options.uses_references:
-            memberships = memberships[:0]
         trainer = ReferenceTrainer(finished.run, finished.model_name, seed, device, finished.folder.path / CACHE_FOLDER)
-        pool_digest = _digest(np.concatenate([data.member_rows, -1 - data.non_member_rows, [len(data.pool)]]))
         for index in tqdm(range(len(memberships)), desc="reference models", unit="model", disable=not len(memberships)):
-            reference = trainer.model(data.pool, memberships[index], index, pool_digest)
+            reference = trainer.model(data.pool, memberships[index], index, data.pool_digest)
             for name, (pool, population) in views.items():
                 collected[name].references.append(model_signals(reference, pool, device=device, flip=flip))
                 collected[name].references_population.append(

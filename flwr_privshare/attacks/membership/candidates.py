@@ -14,6 +14,7 @@ The attacker's pool (what reference models train random halves of) is
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,7 @@ class MembershipData:
         num_non_members: non-members after them.
         member_rows: their indices in the training split.
         non_member_rows: their indices in the test split.
+        extra_rows: the extra pool rows' indices in the test split.
     """
 
     pool: ImageDataset
@@ -61,10 +63,17 @@ class MembershipData:
     num_non_members: int
     member_rows: np.ndarray
     non_member_rows: np.ndarray
+    extra_rows: np.ndarray
 
     @property
     def num_candidates(self) -> int:
         return self.num_members + self.num_non_members
+
+    @property
+    def pool_digest(self) -> str:
+        """A digest of which rows the pool holds, in order (training-split rows, then test-split rows)."""
+        rows = np.concatenate([self.member_rows, [-1], self.non_member_rows, self.extra_rows]).astype(np.int64)
+        return hashlib.sha256(rows.tobytes()).hexdigest()
 
     @property
     def is_member(self) -> np.ndarray:
@@ -116,4 +125,6 @@ def membership_data(
     population_rows = test_order[non_members : non_members + population]
     extra_rows = test_order[non_members + population :][:extra]
     pool = _concat(train_split.subset(member_rows), test_split.subset(non_member_rows), test_split.subset(extra_rows))
-    return MembershipData(pool, test_split.subset(population_rows), members, non_members, member_rows, non_member_rows)
+    return MembershipData(
+        pool, test_split.subset(population_rows), members, non_members, member_rows, non_member_rows, extra_rows
+    )
