@@ -41,7 +41,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from flwr_privshare.models import build_model
 from flwr_privshare.poisoning import Reconstructor, SelfCheck, feature_shape, split_model
-from flwr_privshare.poisoning.refine import train_decider
+from flwr_privshare.poisoning.refine import REFINE_BATCH_SIZE, REFINE_LEARNING_RATE, train_decider
 from flwr_privshare.poisoning.section import DPMSection
 from flwr_privshare.protocol import (
     CHECK_RECONSTRUCTOR_KEY,
@@ -123,8 +123,8 @@ class FeatureSharing(FedAvg):
         ensemble: Sequence[Reconstructor] = (),
         self_check: SelfCheck | None = None,
         refine_epochs: int = 1,
-        refine_batch_size: int = 64,
-        refine_learning_rate: float = 1e-3,
+        refine_batch_size: int = REFINE_BATCH_SIZE,
+        refine_learning_rate: float = REFINE_LEARNING_RATE,
         fraction_train: float = 1.0,
         min_train_nodes: int = 1,
         min_available_nodes: int = 1,

@@ -34,6 +34,7 @@ from ..poisoning import (
     train_checked_dpm,
     train_dpm,
 )
+from ..poisoning.procedures import shared_sample
 from ..poisoning.section import DPMSection
 from ..protocol import (
     ARRAYS_KEY,
@@ -111,9 +112,8 @@ def share_poisoned_features(run: RunConfig, msg: Message, context: Context) -> M
         )
         return Message(Error(SELF_CHECK_FAILED, reason), reply_to=msg)
 
-    generator = torch.Generator().manual_seed(derive_seed(common.seed, "dpm-share", partition_id, server_round))
-    count = int(cast(int, settings["shared-samples"])) or len(data)
-    shared = data.subset(torch.randperm(len(data), generator=generator)[: min(count, len(data))])
+    count = int(cast(int, settings["shared-samples"]))
+    shared = data.subset(shared_sample(common.seed, partition_id, server_round, count, len(data)))
     features = poisoned_features(split.featurizer, dpm, shared, device=device)
     payload = ArrayRecord({"features": Array(features.numpy()), "labels": Array(shared.labels.numpy())})
     metrics = MetricRecord(

@@ -22,8 +22,7 @@ from ..data import ImageDataset, client_partition, load_split, public_split
 from ..models import build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
 from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, SERVER_ROUND
-from ..recipe import Recipe
-from ..recipe.section import RecipeSection
+from ..recipe.section import recipe_of, server_optimizer_of
 from ..seeding import derive_seed, seeded
 from ..train import get_device, train
 from .experiment import Experiment, Plan
@@ -51,20 +50,6 @@ def aggregate_client_metrics(records: list[RecordDict], weighted_by_key: str) ->
 def protections_of(run: RunConfig) -> list[Protection]:
     """The run's protections (none when the app declares no ``protection`` key)."""
     return resolve_protections(run[ProtectionSection].protection, run) if ProtectionSection in run else []
-
-
-def recipe_of(run: RunConfig, image_shape: tuple[int, int, int], server_round: int) -> Recipe:
-    """The run's training recipe for this round (the plain loop when the app declares no recipe keys)."""
-    if RecipeSection not in run:
-        return Recipe()
-    return Recipe.from_section(run[RecipeSection], image_shape, server_round, run[CommonSection].num_server_rounds)
-
-
-def server_optimizer_of(run: RunConfig) -> RecipeSection | None:
-    """The recipe section when it asks the server to step with FedAvgM, else None (plain FedAvg)."""
-    if RecipeSection not in run or not run[RecipeSection].server_optimizer:
-        return None
-    return run[RecipeSection]
 
 
 def protected_training_data(

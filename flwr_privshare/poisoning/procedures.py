@@ -139,3 +139,13 @@ def train_stand_in_dpm(
         return dpm, training
 
     return train_checked_dpm(train_draw, split, self_check, data, device=get_device())
+
+
+def shared_sample(seed: int, partition_id: int, server_round: int, count: int, size: int) -> torch.Tensor:
+    """Which of a client's ``size`` partition rows it shares features of in ``server_round`` (``count``; 0: all).
+
+    A seeded draw of its own per client and round, so the server's membership ground truth
+    can be recomputed from the run seed (the rows never leave the client).
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "dpm-share", partition_id, server_round))
+    return torch.randperm(size, generator=generator)[: min(count or size, size)]

@@ -6,6 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+#: The server's refinement defaults (``FeatureSharing``'s, which the DPM app keeps).
+REFINE_BATCH_SIZE = 64
+REFINE_LEARNING_RATE = 1e-3
+
 
 def train_decider(
     decider: nn.Module,
@@ -13,8 +17,8 @@ def train_decider(
     labels: torch.Tensor,
     *,
     epochs: int,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    batch_size: int = REFINE_BATCH_SIZE,
+    learning_rate: float = REFINE_LEARNING_RATE,
     generator: torch.Generator,
     device: torch.device | None = None,
 ) -> float:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config.checks import POSITIVE, Interval, one_of
+from ..config.common import CommonSection
+from ..config.schema import RunConfig
 from ..config.section import Section, setting
+from . import Recipe
 from .augmentation import AUGMENTATIONS, Augmentation
 from .schedule import SCHEDULES, LearningRateSchedule
 
@@ -58,3 +61,17 @@ class RecipeSection(Section):
     @property
     def schedule(self) -> LearningRateSchedule:
         return LearningRateSchedule(self.lr_schedule, self.lr_warmup)
+
+
+def recipe_of(run: RunConfig, image_shape: tuple[int, int, int], server_round: int) -> Recipe:
+    """The run's training recipe for this round (the plain loop when the app declares no recipe keys)."""
+    if RecipeSection not in run:
+        return Recipe()
+    return Recipe.from_section(run[RecipeSection], image_shape, server_round, run[CommonSection].num_server_rounds)
+
+
+def server_optimizer_of(run: RunConfig) -> RecipeSection | None:
+    """The recipe section when it asks the server to step with FedAvgM, else None (plain FedAvg)."""
+    if RecipeSection not in run or not run[RecipeSection].server_optimizer:
+        return None
+    return run[RecipeSection]

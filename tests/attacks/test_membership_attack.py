@@ -10,18 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from flwr_privshare.apps import Experiment
 from flwr_privshare.attacks.membership import candidates
-from flwr_privshare.attacks.membership.candidates import membership_data
+from flwr_privshare.attacks.membership.candidates import membership_data, shared_rows
 from flwr_privshare.attacks.membership.cli import main
+from flwr_privshare.attacks.membership.dpm_reference import DPMReferenceTrainer
 from flwr_privshare.attacks.run_folder import load_run_folder
 from flwr_privshare.config import CommonSection
-from flwr_privshare.data import client_partition, public_split
+from flwr_privshare.data import client_partition, client_rows, public_split
+from flwr_privshare.poisoning import split_model
+from flwr_privshare.poisoning.section import DPMSection
 from flwr_privshare.report import write_report
 
-from ..experiments import DP, VISUALMIXER
-from ..golden import PLAIN_LOOP
+from ..experiments import DP, DPM, VISUALMIXER
+from ..golden import DPM_SMALL, PLAIN_LOOP
 from ..inprocess import run_in_process
 
 # Deliberately overfit: 2 clients with 100 CIFAR-10 images each, 60 epochs in small batches.
@@ -195,6 +199,67 @@ def test_dp_runs_report_the_empirical_epsilon_beside_the_accountant(tmp_path: Pa
     assert 0.0 <= report["queries"]["plain"]["loss"]["empirical_epsilon_lower_bound"] <= accountant
 
 
+def test_federated_reference_models_are_reported_and_cached_apart(cheap_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / cheap_run.name
+    shutil.copytree(cheap_run, folder, ignore=shutil.ignore_patterns("attacks"))
+    options = ["--attack", "lira", "--reference-models", "2", "--members", "100", "--non-members", "100",
+               "--population", "10", "--extra-pool", "0"]  # fmt: skip
+    main([str(folder), *options, "--reference-training", "federated"])
+    assert membership(folder)["reference_models"] == {
+        "count": 2, "kind": "federated stand-in", "epochs": 1, "clients": 2,
+    }  # fmt: skip
+    federated = dict(np.load(folder / "attacks" / "membership_scores.npz"))
+    main([str(folder), *options])
+    assert membership(folder)["reference_models"]["kind"] == "centralised stand-in"
+    assert len(list((folder / "attacks" / "reference-models").glob("*.pt"))) == 4
+    centralised = np.load(folder / "attacks" / "membership_scores.npz")
+    assert not np.array_equal(federated["plain__lira-online"], centralised["plain__lira-online"])
+
+
+def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = make_run(tmp_path, data_root / "cifar10", DPM_SMALL, "dpm", experiment=DPM)
+    loaded = load_run_folder(folder)
+    run = loaded.finished.run
+    common = run[CommonSection]
+    # ground truth: the rows some client shared features of (64 of its 96 rows in each of 2 rounds)
+    shared = shared_rows(common, run[DPMSection], 2)
+    partitions = set(np.concatenate([client_rows(common, partition, 2) for partition in range(2)]).tolist())
+    assert set(shared.tolist()) < partitions and 128 < len(shared) < 192
+    main([str(folder), "--attack", "loss,lira", "--reference-models", "2", "--members", "100",
+          "--non-members", "100", "--population", "20", "--extra-pool", "0"])  # fmt: skip
+    report = membership(folder)
+    assert set(report["queries"]) == {"plain"} and report["candidates"]["members"] == 100
+    assert set(report["queries"]["plain"]) >= {"loss", "lira-online", "lira-offline"}
+    # a reference model starts from the run's own phi1 (recomputed from the public split) and refines phi2 only
+    trainer = DPMReferenceTrainer(run, loaded.finished.model_name, 1, torch.device("cpu"), None, 2)
+    reference = trainer.train(loaded.finished.test_sets["plain"].head(100), 0)
+    hook = run[DPMSection].dpm_hook
+    target_split = split_model(loaded.finished.model, hook)
+    reference_split = split_model(reference, hook)
+    for (name, target), (_, stand_in) in zip(
+        target_split.featurizer.state_dict().items(), reference_split.featurizer.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(stand_in, target, msg=name)
+    assert not torch.equal(reference.classifier.weight, loaded.finished.model.classifier.weight)
+    # runs whose shared rows cannot be recomputed are refused before any work
+    for name, file, edit, message in (
+        ("fedavg-bootstrap", "config.json", ("config", "dpm-bootstrap", "fedavg"), "needs dpm-bootstrap = 'server'"),
+        ("withheld", "summary.json", ("withheld_replies", 1), "1 feature-sharing replies were withheld"),
+    ):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("attacks"))
+        content = json.loads((copy / file).read_text())
+        *parents, key, value = edit
+        target = content[parents[0]] if parents else content
+        target[key] = value
+        (copy / file).write_text(json.dumps(content))
+        with pytest.raises(SystemExit):
+            main([str(copy), "--members", "100", "--extra-pool", "0"])
+        assert message in capsys.readouterr().err and not (copy / "attacks").exists()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -204,6 +269,7 @@ def test_dp_runs_report_the_empirical_epsilon_beside_the_accountant(tmp_path: Pa
         (["--reference-models", "300"], "--reference-models must be in [1, 256]"),
         (["--attack", "lira", "--reference-models", "1"], "at least 2 for lira"),
         (["--extra-pool", "9000"], "--extra-pool must be in [0, 8000]"),
+        (["--reference-training", "gossip"], "--reference-training must be one of centralised, federated"),
     ],
 )
 def test_bad_options_fail_before_any_work(

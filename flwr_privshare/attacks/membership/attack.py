@@ -35,8 +35,9 @@ from ...summary import RunSummary
 from ...train import describe_device, get_device
 from ..base import Attack, FinishedRun, register_attack
 from .candidates import MembershipData, MembershipError, membership_data
+from .dpm_reference import DPMReferenceTrainer
 from .metrics import empirical_epsilon, plot_roc, roc_metrics
-from .reference import ReferenceTrainer, reference_epochs, reference_memberships
+from .reference import REFERENCE_TRAININGS, ReferenceTrainer, reference_epochs, reference_memberships
 from .scores import lira_scores, loss_scores, rmia_scores, shadow_scores, tune_rmia_a
 from .signals import ModelSignals, flips_for, model_signals
 
@@ -62,6 +63,7 @@ class MembershipOptions:
         population: RMIA's population samples.
         extra_pool: further pool rows for the reference models (None: the rest of the test split).
         seed: the attack's seed (None: derived from the run seed).
+        reference_training: how reference models train, one of :data:`REFERENCE_TRAININGS`.
     """
 
     attacks: tuple[str, ...] = ATTACKS
@@ -71,6 +73,7 @@ class MembershipOptions:
     population: int = 1000
     extra_pool: int | None = None
     seed: int | None = None
+    reference_training: str = "centralised"
 
     def validate(self) -> None:
         """Refuse options that cannot work, naming the option and what is allowed."""
@@ -83,6 +86,10 @@ class MembershipOptions:
             raise MembershipError(
                 f"--reference-models must be in [1, {MAX_REFERENCE_MODELS}] for shadow, lira and rmia, "
                 f"got {self.reference_models}"
+            )
+        if self.reference_training not in REFERENCE_TRAININGS:
+            raise MembershipError(
+                f"--reference-training must be one of {', '.join(REFERENCE_TRAININGS)}, got {self.reference_training!r}"
             )
         if "lira" in self.attacks and self.reference_models < 2:
             raise MembershipError(
@@ -145,6 +152,26 @@ def score_attacks(
     return scores, parameters
 
 
+def check_dpm_run(dpm: DPMSection, options: MembershipOptions, summary: RunSummary | None) -> None:
+    """Refuse DPM runs whose ground truth or reference models cannot be recomputed."""
+    if dpm.dpm_bootstrap != "server":
+        raise MembershipError(
+            f"dpm-bootstrap is {dpm.dpm_bootstrap!r}; membership inference on DPM runs needs dpm-bootstrap = "
+            "'server' (with 'fedavg' every partition row also trained phi1, which reference models do not reproduce)"
+        )
+    if options.reference_training != "centralised":
+        raise MembershipError(
+            f"--reference-training must be centralised for DPM runs, got {options.reference_training!r}"
+        )
+    if summary is not None:
+        withheld = summary.details.get("withheld_replies", 0) + summary.details.get("rejected_replies", 0)
+        if withheld:
+            raise MembershipError(
+                f"{withheld} feature-sharing replies were withheld or rejected in this run, so which rows were "
+                "shared (the members) cannot be recomputed"
+            )
+
+
 @register_attack
 class MembershipInference(Attack):
     """Membership inference with the options of :class:`MembershipOptions` (``privshare-attack``)."""
@@ -154,12 +181,18 @@ class MembershipInference(Attack):
     def __init__(self, options: MembershipOptions | None = None) -> None:
         self.options = options or MembershipOptions()
 
-    def check(self, finished: FinishedRun) -> MembershipData:
-        """Every check that needs the run (protection, candidate counts); no training yet."""
+    def check(self, finished: FinishedRun, summary: RunSummary | None = None) -> MembershipData:
+        """Every check that needs the run (protection, candidate counts); no training yet.
+
+        ``summary`` (the run's ``summary.json``) lets a DPM run be refused when some client
+        withheld or had rejected its features: which rows were shared is then unknown.
+        """
         self.options.validate()
         run = finished.run
+        dpm = None
         if DPMSection in run:
-            raise MembershipError("membership inference on DPM runs is not supported yet")
+            dpm = run[DPMSection]
+            check_dpm_run(dpm, self.options, summary)
         return membership_data(
             run[CommonSection],
             finished.num_clients,
@@ -168,6 +201,7 @@ class MembershipInference(Attack):
             population=self.options.population,
             extra=self.options.extra_pool,
             seed=self.seed(finished),
+            dpm=dpm,
         )
 
     def seed(self, finished: FinishedRun) -> int:
@@ -180,7 +214,7 @@ class MembershipInference(Attack):
 
         ``summary`` (the run's ``summary.json``) adds the DP audit when the run states a DP guarantee.
         """
-        data = self.check(finished)
+        data = self.check(finished, summary)
         seed = self.seed(finished)
         device = get_device()
         flip = flips_for(data.pool.image_shape)
@@ -203,7 +237,20 @@ class MembershipInference(Attack):
             if count
             else np.zeros((0, len(data.pool)), dtype=bool)
         )
-        trainer = ReferenceTrainer(finished.run, finished.model_name, seed, device, finished.folder.path / CACHE_FOLDER)
+        cache = finished.folder.path / CACHE_FOLDER
+        trainer = (
+            DPMReferenceTrainer(finished.run, finished.model_name, seed, device, cache, finished.num_clients)
+            if DPMSection in finished.run
+            else ReferenceTrainer(
+                finished.run,
+                finished.model_name,
+                seed,
+                device,
+                cache,
+                training=self.options.reference_training,
+                num_clients=finished.num_clients,
+            )
+        )
         for index in tqdm(range(len(memberships)), desc="reference models", unit="model", disable=not len(memberships)):
             reference = trainer.model(data.pool, memberships[index], index, data.pool_digest)
             for name, (pool, population) in views.items():
@@ -243,8 +290,9 @@ class MembershipInference(Attack):
             },
             "reference_models": {
                 "count": len(memberships),
-                "kind": "centralised stand-in",
+                "kind": f"{self.options.reference_training} stand-in",
                 "epochs": reference_epochs(finished.run),
+                **({"clients": finished.num_clients} if self.options.reference_training == "federated" else {}),
             },
             "queries": results,
             "device": describe_device(device),

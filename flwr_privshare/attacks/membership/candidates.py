@@ -1,7 +1,8 @@
 """The membership game's rows: members, non-members, the reference pool and RMIA's population.
 
 - **Members**: training-split rows that some client trained on, recomputed from the run's
-  seeded partitions (:func:`trained_rows`). This is the only place the attack reads a
+  seeded partitions (:func:`trained_rows`); in a DPM run, the rows whose poisoned features
+  some client shared (:func:`shared_rows`). This is the only place the attack reads a
   client's partition, and only to label the ground truth; no score ever sees which rows they are.
 - **Non-members**: test-split rows. No client and no server step trains on the test split
   (the server only evaluates on it), so no model of the run saw them.
@@ -22,6 +23,8 @@ import torch
 
 from ...config.common import CommonSection
 from ...data import ImageDataset, client_rows, load_split
+from ...poisoning.procedures import shared_sample
+from ...poisoning.section import DPMSection
 
 
 class MembershipError(ValueError):
@@ -41,6 +44,23 @@ def trained_rows(common: CommonSection, num_clients: int) -> np.ndarray:
         )
     rows = [client_rows(common, partition, num_clients) for partition in range(num_clients)]
     return np.unique(np.concatenate(rows))
+
+
+def shared_rows(common: CommonSection, dpm: DPMSection, num_clients: int) -> np.ndarray:
+    """Training-split rows whose poisoned features some client shared in some round: a DPM run's ground truth.
+
+    With ``dpm-bootstrap = "server"`` these are the only client rows that trained the model
+    (the server refines phi2 on them). Every client shares in every round when ``fraction-train``
+    is 1 and no reply was withheld or rejected (the attack checks the run's summary).
+    """
+    trained_rows(common, num_clients)  # the same fraction-train check
+    shared = []
+    for partition in range(num_clients):
+        rows = client_rows(common, partition, num_clients)
+        for server_round in range(1, common.num_server_rounds + 1):
+            sample = shared_sample(common.seed, partition, server_round, dpm.dpm_shared_samples, len(rows))
+            shared.append(rows[sample.numpy()])
+    return np.unique(np.concatenate(shared))
 
 
 @dataclass(frozen=True)
@@ -96,15 +116,17 @@ def membership_data(
     population: int,
     extra: int | None,
     seed: int,
+    dpm: DPMSection | None = None,
 ) -> MembershipData:
     """Draw the game's rows with ``seed``; refuse counts the data cannot serve, naming the option.
 
     Args:
         extra: further pool rows from the test split (None: all that are left).
+        dpm: the run's DPM settings (members are then the rows whose features were shared).
     """
     train_split = load_split(common.dataset, "train", common.data_dir)
     test_split = load_split(common.dataset, "test", common.data_dir)
-    trained = trained_rows(common, num_clients)
+    trained = trained_rows(common, num_clients) if dpm is None else shared_rows(common, dpm, num_clients)
     if not 1 <= members <= len(trained):
         raise MembershipError(f"--members must be in [1, {len(trained)}] (rows the clients trained on), got {members}")
     if non_members < 1 or non_members + population > len(test_split):

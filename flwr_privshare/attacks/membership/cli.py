@@ -19,6 +19,7 @@ from ...data import DataError
 from ..run_folder import LoadedRun, RunFolderError, load_run_folder
 from .attack import ATTACKS, MembershipInference, MembershipOptions
 from .candidates import MembershipError
+from .reference import REFERENCE_TRAININGS
 
 
 def parse_options(args: argparse.Namespace) -> MembershipOptions:
@@ -31,6 +32,7 @@ def parse_options(args: argparse.Namespace) -> MembershipOptions:
         population=args.population,
         extra_pool=args.extra_pool,
         seed=args.seed,
+        reference_training=args.reference_training,
     )
 
 
@@ -51,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="further pool rows for reference models (default: the rest of the test split)",
     )
+    parser.add_argument(
+        "--reference-training",
+        default=defaults.reference_training,
+        help=f"one of {', '.join(REFERENCE_TRAININGS)}: one model for the run's epochs, or a FedAvg run of its own "
+        "over as many clients as the target's",
+    )
     parser.add_argument("--seed", type=int, default=None, help="the attack's seed (default: from the run seed)")
     parser.add_argument("--data-dir", default="", help="the data folder, when it moved since the run")
     return parser
@@ -64,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         for folder in args.run_folders:
             run = load_run_folder(folder, args.data_dir)
-            attack.check(run.finished)
+            attack.check(run.finished, run.summary)
             loaded.append(run)
     except (MembershipError, RunFolderError, ConfigError, DataError) as error:
         parser.error(str(error))
