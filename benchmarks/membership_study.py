@@ -1,11 +1,12 @@
 """Membership inference on every method: the privacy side of the privacy-utility table.
 
 Every row is one ``flwr run`` of a project app (10 IID clients, seed 42, the app's defaults
-otherwise) followed by ``privshare-attack`` with all four attacks (LOSS, shadow models, LiRA,
-RMIA) on 1,000 members and 1,000 non-members with 8 reference models. One further row is a
-deliberately overfit plain run (2 clients with 500 images each, 60 local epochs), where the
-attacks must succeed. Finished run folders and finished attacks are reused, so an
-interrupted study resumes where it stopped.
+otherwise: plain FedAvg, VisualMixer with small and large windows, DP-SGD at epsilon 8 and 3,
+DP-FedAvg at epsilon 8, DPM feature sharing) followed by ``privshare-attack`` with all four
+attacks (LOSS, shadow models, LiRA, RMIA) on 1,000 members and 1,000 non-members with 8
+reference models. One further row is a deliberately overfit plain run (2 clients with 500
+images each, 60 local epochs), where the attacks must succeed. Finished run folders and
+finished attacks are reused, so an interrupted study resumes where it stopped.
 
     python -m benchmarks.membership_study --data-root ../shared/datasets --output-dir /tmp/membership-runs
 
@@ -56,6 +57,8 @@ def study_runs(data_root: Path, num_clients: int, seed: int, reference_models: i
             config = {**common, "protection": protection, "target-epsilon": epsilon, "delta": 1e-5}
             name = f"{data}-{protection}-eps{epsilon:g}-s{seed}"
             runs.append(StudyRun(name, "dp_fedavg_cifar", config, num_clients, options))
+        dpm = {"data-dir": common["data-dir"], "seed": seed}
+        runs.append(StudyRun(f"{data}-dpm-s{seed}", "dpm_cifar", dpm, num_clients, options))
     overfit = {
         "data-dir": str((data_root / "cifar10").resolve()),
         "seed": seed,

@@ -13,6 +13,10 @@ CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 SERVER_ROUND = "server-round"
 NUM_EXAMPLES = "num-examples"
+# The simulated partition a client trained on, in its train reply's metrics: the server records
+# which partitions trained in which round (``participation.json``), the ground truth of
+# membership inference when clients are sampled. An index, not data; never aggregated.
+PARTITION_ID = "partition-id"
 
 # DP-FedAvg with client-side clipping: Flower's fixedclipping_mod reads "clipping_norm";
 # with client-side adaptive clipping the server also sends this flag, so that the client's

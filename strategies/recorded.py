@@ -8,6 +8,9 @@
   it) and evaluate metrics (prefixed ``evaluate_`` likewise), the replies and failures
   received and the payload bytes per client (the pattern of Flower's
   ``examples/advanced-pytorch``, which overrides ``start`` to save results);
+- ``participation.json``: which partitions' clients trained in each round (the
+  ``partition-id`` of every train reply without an error, when the clients report it):
+  the ground truth of membership inference when clients are sampled;
 - ``wire.json``: every reply received, train and evaluate, described record by record
   (keys, shapes, dtypes, bytes), and every error reply with its code and reason, for
   privacy audits;
@@ -26,13 +29,14 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from logging import WARNING
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from flwr_privshare.protocol import PARTITION_ID
 from flwr_privshare.results import RunFolder
 from flwr_privshare.wire import describe_content
 
@@ -84,6 +88,7 @@ class Recorded(Strategy):
         self._evaluate_metrics: dict[int, MetricRecord] = {}
         self._payload_bytes: dict[int, float] = {}
         self.wire_log: list[dict[str, Any]] = []
+        self.participation: dict[str, list[int]] = {}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -118,6 +123,18 @@ class Recorded(Strategy):
         self.run_folder.write_json("wire.json", self.wire_log)
         return received
 
+    def _record_participation(self, server_round: int, replies: list[Message]) -> None:
+        """Add the round's partition ids to ``participation.json`` (nothing when no reply reports one)."""
+        partitions = sorted(
+            int(cast(int, record[PARTITION_ID]))
+            for msg in replies
+            for record in msg.content.metric_records.values()
+            if PARTITION_ID in record
+        )
+        if partitions:
+            self.participation[str(server_round)] = partitions
+            self.run_folder.write_json("participation.json", self.participation)
+
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
         self.strategy.summary()
@@ -131,6 +148,7 @@ class Recorded(Strategy):
         self.failures[server_round] = len(failed)
         self._replies[server_round] = len(replies) - len(failed)
         received = self._log_wire(server_round, "train", replies)
+        self._record_participation(server_round, [msg for msg in replies if not msg.has_error()])
         self._payload_bytes[server_round] = sum(
             sum(entry["bytes"] for entry in reply.values()) for reply in received
         ) / max(len(received), 1)

@@ -76,7 +76,7 @@ def test_reply_holds_poisoned_features_and_labels_only(data_root: Path) -> None:
     assert features.shape == (32, 16, 14, 14) and features.dtype == np.float16
     assert labels.shape == (32,) and labels.dtype == np.int64
     metrics = dict(content.metric_records["metrics"])
-    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim", "dpm-draws"}
+    assert set(metrics) == {"num-examples", "partition-id", "dpm-cross-entropy", "dpm-ssim", "dpm-draws"}
 
     # The DPM stays in the client's state and nothing in the reply can stand in for it.
     kept = context.state.array_records[DPM_STATE_KEY]
@@ -157,7 +157,9 @@ def test_a_client_that_passes_its_self_check_shares_and_reports_the_check(data_r
     assert set(reply.content.keys()) == {"features", "metrics"}
     assert set(reply.content.array_records["features"]) == {"features", "labels"}  # no checker weights come back
     metrics = dict(reply.content.metric_records["metrics"])
-    assert set(metrics) == {"num-examples", "dpm-cross-entropy", "dpm-ssim", "dpm-draws", "dpm-check-ssim"}
+    assert set(metrics) == {
+        "num-examples", "partition-id", "dpm-cross-entropy", "dpm-ssim", "dpm-draws", "dpm-check-ssim",
+    }  # fmt: skip
     assert metrics["dpm-draws"] == 1 and -1.0 <= cast(float, metrics["dpm-check-ssim"]) <= 1.0
 
 

@@ -44,6 +44,7 @@ from ..protocol import (
     FEATURES_KEY,
     METRICS_KEY,
     NUM_EXAMPLES,
+    PARTITION_ID,
     RECONSTRUCTOR_KEY,
     SELF_CHECK_FAILED,
     SERVER_ROUND,
@@ -119,6 +120,7 @@ def share_poisoned_features(run: RunConfig, msg: Message, context: Context) -> M
     metrics = MetricRecord(
         {
             NUM_EXAMPLES: len(shared),
+            PARTITION_ID: partition_id,
             "dpm-cross-entropy": result.cross_entropy,
             "dpm-ssim": result.ssim,  # SSIM(psi(P(phi1 x)), x) on this client's own images
             "dpm-draws": checked.draws,

@@ -21,7 +21,7 @@ from ..config import CommonSection, RunConfig
 from ..data import ImageDataset, client_partition, load_split, public_split
 from ..models import build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
-from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, SERVER_ROUND
+from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND
 from ..recipe.section import recipe_of, server_optimizer_of
 from ..seeding import derive_seed, seeded
 from ..train import get_device, train
@@ -32,9 +32,11 @@ def aggregate_client_metrics(records: list[RecordDict], weighted_by_key: str) ->
     """FedAvg's weighted mean of the client metrics, plus ``epsilon-max`` and ``epsilon-mean`` over clients.
 
     A weighted mean of per-client epsilons means nothing; the guarantee of a DP-SGD round
-    is that of its worst client (``epsilon-max``).
+    is that of its worst client (``epsilon-max``). Partition ids are not averaged (the
+    ``Recorded`` wrapper records them).
     """
     metrics = aggregate_metricrecords(records, weighted_by_key)
+    metrics.pop(PARTITION_ID, None)
     epsilons = [
         float(cast(float, record["epsilon"]))
         for content in records
@@ -91,7 +93,9 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
     else:
         loss = train(model, data, generator=torch.Generator().manual_seed(local.seed), **local.loop_settings())
         trained = {"loss": loss}
-    metrics = MetricRecord({"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), **data_metrics, **trained})
+    metrics = MetricRecord(
+        {"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), PARTITION_ID: partition_id, **data_metrics, **trained}
+    )
     content = RecordDict({ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()), METRICS_KEY: metrics})
     return Message(content=content, reply_to=msg)
 

@@ -3,9 +3,11 @@ ground truth, seeding, and bad input refused before any work."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +116,7 @@ def test_no_false_signal_when_members_are_unseen_rows(
     shutil.copytree(cheap_run, folder, ignore=shutil.ignore_patterns("attacks"))
     common = load_run_folder(folder).finished.run[CommonSection]
     unseen = np.sort(public_split_rows(common))
-    monkeypatch.setattr(candidates, "trained_rows", lambda common, num_clients: unseen)
+    monkeypatch.setattr(candidates, "trained_rows", lambda *arguments: unseen)
     main([str(folder), "--reference-models", "2", "--members", "1000", "--non-members", "1000",
           "--population", "300", "--extra-pool", "0"])  # fmt: skip
     for name, metrics in membership(folder)["queries"]["plain"].items():
@@ -147,6 +149,38 @@ def test_ground_truth_members_were_trained_on_and_non_members_were_not(cheap_run
     again = membership_data(common, 2, members=150, non_members=150, population=100, extra=50, seed=3)
     other = membership_data(common, 2, members=150, non_members=150, population=101, extra=50, seed=3)
     assert again.pool_digest == data.pool_digest != other.pool_digest and len(other.pool) == len(data.pool)
+
+
+def test_with_sampled_clients_members_come_from_the_partitions_that_trained(tmp_path: Path, data_root: Path) -> None:
+    """5 clients, one sampled per round for 2 rounds: at most 2 partitions trained, and only their rows are members."""
+    config = {**CHEAP, "fraction-train": 0.2, "num-server-rounds": 2, "data-dir": str(data_root / "mnist")}
+    config.update({"output-dir": str(tmp_path), "run-name": "sampled"})
+    run_in_process(VISUALMIXER, 5, config)
+    folder = tmp_path / "sampled"
+    participation = json.loads((folder / "participation.json").read_text())
+    assert set(participation) == {"1", "2"} and all(len(partitions) == 1 for partitions in participation.values())
+    with (folder / "rounds.csv").open() as rounds:
+        replies = [row["train_replies"] for row in csv.DictReader(rounds) if row["round"] != "0"]
+    assert replies == ["1", "1"]
+    trained = {partitions[0] for partitions in participation.values()}
+    common = load_run_folder(folder).finished.run[CommonSection]
+    data = membership_data(common, 5, members=50, non_members=50, population=10, extra=0, seed=1,
+                           participation={int(r): p for r, p in participation.items()})  # fmt: skip
+
+    def digests(partitions: Iterable[int]) -> set[str]:
+        images = [client_partition(common, partition, 5).images.numpy() for partition in partitions]
+        return {hashlib.sha256(image.tobytes()).hexdigest() for image in np.concatenate(images)}
+
+    members = {hashlib.sha256(image.tobytes()).hexdigest() for image in data.pool.images.numpy()[:50]}
+    assert members <= digests(trained) and not members & digests(set(range(5)) - trained)
+    main([str(folder), "--attack", "loss", "--members", "50", "--non-members", "50", "--population", "10"])
+    assert membership(folder)["candidates"]["members"] == 50
+    # without the record, a sampled run's members are unknown: refused
+    (folder / "participation.json").unlink()
+    shutil.rmtree(folder / "attacks")
+    with pytest.raises(SystemExit):
+        main([str(folder), "--attack", "loss", "--members", "50"])
+    assert not (folder / "attacks").exists()
 
 
 def test_same_folder_seed_and_options_give_the_same_scores(cheap_run: Path, tmp_path: Path) -> None:
@@ -246,7 +280,7 @@ def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head
     # runs whose shared rows cannot be recomputed are refused before any work
     for name, file, edit, message in (
         ("fedavg-bootstrap", "config.json", ("config", "dpm-bootstrap", "fedavg"), "needs dpm-bootstrap = 'server'"),
-        ("withheld", "summary.json", ("withheld_replies", 1), "1 feature-sharing replies were withheld"),
+        ("rejected", "summary.json", ("rejected_replies", 1), "1 feature-sharing replies were withheld or rejected"),
     ):
         copy = tmp_path / name
         shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("attacks"))

@@ -14,6 +14,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps.dpm import ContentOrderedFedAvg
+from flwr_privshare.apps.fedavg import aggregate_client_metrics
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
 
@@ -44,6 +45,19 @@ def test_failures_are_counted_and_the_others_aggregated(tmp_path: Path) -> None:
     assert strategy.failures == {1: 1}
     wire = strategy.wire_log[0]["replies"]
     assert len(wire) == 2 and all(set(r) == {"arrays", "metrics"} for r in wire)
+
+
+def test_the_partitions_of_the_replies_without_an_error_are_recorded_per_round(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path, "run", {}, seed=0)
+    inner = FedAvg(min_train_nodes=1, min_available_nodes=1, train_metrics_aggr_fn=aggregate_client_metrics)
+    strategy = Recorded(inner, folder)
+    first, second = reply(np.ones(3, np.float32), 10), reply(np.zeros(3, np.float32), 10)
+    first.content.metric_records["metrics"]["partition-id"] = 7
+    second.content.metric_records["metrics"]["partition-id"] = 2
+    _, metrics = strategy.aggregate_train(1, [first, failure(), second])
+    strategy.aggregate_train(2, [reply(np.ones(3, np.float32), 10)])  # no partition reported: nothing recorded
+    assert json.loads((folder.path / "participation.json").read_text()) == {"1": [2, 7]}
+    assert metrics is not None and "partition-id" not in metrics  # the apps' aggregation does not average ids
 
 
 def test_a_round_where_every_client_fails_keeps_the_model(tmp_path: Path) -> None:

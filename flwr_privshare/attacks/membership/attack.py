@@ -17,9 +17,11 @@ empirical lower bound on epsilon of every attack, beside the accountant's epsilo
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -152,8 +154,20 @@ def score_attacks(
     return scores, parameters
 
 
-def check_dpm_run(dpm: DPMSection, options: MembershipOptions, summary: RunSummary | None) -> None:
-    """Refuse DPM runs whose ground truth or reference models cannot be recomputed."""
+def read_participation(folder: Path) -> dict[int, list[int]] | None:
+    """``{round: partitions whose clients trained}`` of the run's ``participation.json`` (None: not recorded)."""
+    path = folder / "participation.json"
+    if not path.is_file():
+        return None
+    return {int(server_round): partitions for server_round, partitions in json.loads(path.read_text()).items()}
+
+
+def check_dpm_run(dpm: DPMSection, options: MembershipOptions, summary: RunSummary | None, *, recorded: bool) -> None:
+    """Refuse DPM runs whose ground truth or reference models cannot be recomputed.
+
+    ``recorded``: the run recorded which clients' replies it received (withheld ones are then
+    known; a rejected reply was received but not pooled, so it still hides which rows were used).
+    """
     if dpm.dpm_bootstrap != "server":
         raise MembershipError(
             f"dpm-bootstrap is {dpm.dpm_bootstrap!r}; membership inference on DPM runs needs dpm-bootstrap = "
@@ -164,10 +178,12 @@ def check_dpm_run(dpm: DPMSection, options: MembershipOptions, summary: RunSumma
             f"--reference-training must be centralised for DPM runs, got {options.reference_training!r}"
         )
     if summary is not None:
-        withheld = summary.details.get("withheld_replies", 0) + summary.details.get("rejected_replies", 0)
-        if withheld:
+        unknown = summary.details.get("rejected_replies", 0)
+        if not recorded:
+            unknown += summary.details.get("withheld_replies", 0)
+        if unknown:
             raise MembershipError(
-                f"{withheld} feature-sharing replies were withheld or rejected in this run, so which rows were "
+                f"{unknown} feature-sharing replies were withheld or rejected in this run, so which rows were "
                 "shared (the members) cannot be recomputed"
             )
 
@@ -189,10 +205,11 @@ class MembershipInference(Attack):
         """
         self.options.validate()
         run = finished.run
+        participation = read_participation(finished.folder.path)
         dpm = None
         if DPMSection in run:
             dpm = run[DPMSection]
-            check_dpm_run(dpm, self.options, summary)
+            check_dpm_run(dpm, self.options, summary, recorded=participation is not None)
         return membership_data(
             run[CommonSection],
             finished.num_clients,
@@ -202,6 +219,7 @@ class MembershipInference(Attack):
             extra=self.options.extra_pool,
             seed=self.seed(finished),
             dpm=dpm,
+            participation=participation,
         )
 
     def seed(self, finished: FinishedRun) -> int:

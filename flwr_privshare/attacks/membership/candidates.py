@@ -1,7 +1,8 @@
 """The membership game's rows: members, non-members, the reference pool and RMIA's population.
 
 - **Members**: training-split rows that some client trained on, recomputed from the run's
-  seeded partitions (:func:`trained_rows`); in a DPM run, the rows whose poisoned features
+  seeded partitions and, when clients are sampled, the partitions recorded in the run's
+  ``participation.json`` (:func:`trained_rows`); in a DPM run, the rows whose poisoned features
   some client shared (:func:`shared_rows`). This is the only place the attack reads a
   client's partition, and only to label the ground truth; no score ever sees which rows they are.
 - **Non-members**: test-split rows. No client and no server step trains on the test split
@@ -31,33 +32,47 @@ class MembershipError(ValueError):
     """Options the run folder or the data cannot serve (raised before any work)."""
 
 
-def trained_rows(common: CommonSection, num_clients: int) -> np.ndarray:
-    """Training-split rows of every client's partition: the ground truth of membership.
+def trained_rows(common: CommonSection, num_clients: int, participants: set[int] | None = None) -> np.ndarray:
+    """Training-split rows of every partition whose client trained: the ground truth of membership.
 
-    Every client trains in every round when ``fraction-train`` is 1, so each of these rows
-    trained the global model.
+    Args:
+        participants: the partitions whose clients trained in some round (the run's
+            ``participation.json``); None for a run without that record, where every client
+            must have trained every round (``fraction-train`` = 1).
     """
-    if common.fraction_train < 1.0:
+    if participants is None and common.fraction_train < 1.0:
         raise MembershipError(
-            f"fraction-train is {common.fraction_train:g}; membership ground truth needs every client "
-            "to train in every round (fraction-train = 1)"
+            f"fraction-train is {common.fraction_train:g} and the run folder has no participation.json, so "
+            "which clients trained is unknown (re-run it with this version)"
         )
-    rows = [client_rows(common, partition, num_clients) for partition in range(num_clients)]
+    partitions = range(num_clients) if participants is None else sorted(participants)
+    rows = [client_rows(common, partition, num_clients) for partition in partitions]
+    if not rows:
+        raise MembershipError("no client trained in this run (participation.json is empty): there are no members")
     return np.unique(np.concatenate(rows))
 
 
-def shared_rows(common: CommonSection, dpm: DPMSection, num_clients: int) -> np.ndarray:
+def shared_rows(
+    common: CommonSection, dpm: DPMSection, num_clients: int, participation: dict[int, list[int]] | None = None
+) -> np.ndarray:
     """Training-split rows whose poisoned features some client shared in some round: a DPM run's ground truth.
 
     With ``dpm-bootstrap = "server"`` these are the only client rows that trained the model
-    (the server refines phi2 on them). Every client shares in every round when ``fraction-train``
-    is 1 and no reply was withheld or rejected (the attack checks the run's summary).
+    (the server refines phi2 on them).
+
+    Args:
+        participation: ``{round: partitions}`` whose features the server received (the run's
+            ``participation.json``); None: every client shared in every round (``fraction-train``
+            = 1 and, as the attack checks in the summary, no reply withheld or rejected).
     """
-    trained_rows(common, num_clients)  # the same fraction-train check
-    shared = []
-    for partition in range(num_clients):
-        rows = client_rows(common, partition, num_clients)
-        for server_round in range(1, common.num_server_rounds + 1):
+    if participation is None:
+        trained_rows(common, num_clients)  # the same fraction-train check
+        rounds = range(1, common.num_server_rounds + 1)
+        participation = {server_round: list(range(num_clients)) for server_round in rounds}
+    shared = [np.zeros(0, dtype=np.int64)]
+    for server_round, partitions in participation.items():
+        for partition in partitions:
+            rows = client_rows(common, partition, num_clients)
             sample = shared_sample(common.seed, partition, server_round, dpm.dpm_shared_samples, len(rows))
             shared.append(rows[sample.numpy()])
     return np.unique(np.concatenate(shared))
@@ -117,16 +132,22 @@ def membership_data(
     extra: int | None,
     seed: int,
     dpm: DPMSection | None = None,
+    participation: dict[int, list[int]] | None = None,
 ) -> MembershipData:
     """Draw the game's rows with ``seed``; refuse counts the data cannot serve, naming the option.
 
     Args:
         extra: further pool rows from the test split (None: all that are left).
         dpm: the run's DPM settings (members are then the rows whose features were shared).
+        participation: ``{round: partitions whose clients trained}`` (``participation.json``), or None.
     """
     train_split = load_split(common.dataset, "train", common.data_dir)
     test_split = load_split(common.dataset, "test", common.data_dir)
-    trained = trained_rows(common, num_clients) if dpm is None else shared_rows(common, dpm, num_clients)
+    if dpm is not None:
+        trained = shared_rows(common, dpm, num_clients, participation)
+    else:
+        participants = None if participation is None else set().union(*participation.values())
+        trained = trained_rows(common, num_clients, participants)
     if not 1 <= members <= len(trained):
         raise MembershipError(f"--members must be in [1, {len(trained)}] (rows the clients trained on), got {members}")
     if non_members < 1 or non_members + population > len(test_split):
