@@ -83,7 +83,6 @@ def attack(folder: Path, options: MembershipOptions) -> None:
         return
     loaded = load_run_folder(folder)
     inference = MembershipInference(options)
-    inference.check(loaded.finished)
     inference.run(loaded.finished, loaded.summary)
 
 

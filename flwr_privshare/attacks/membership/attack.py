@@ -227,12 +227,15 @@ class MembershipInference(Attack):
             return self.options.seed
         return derive_seed(finished.run[CommonSection].seed, "membership")
 
-    def run(self, finished: FinishedRun, summary: RunSummary | None = None) -> dict[str, Any]:
+    def run(
+        self, finished: FinishedRun, summary: RunSummary | None = None, data: MembershipData | None = None
+    ) -> dict[str, Any]:
         """Attack ``finished``; write the results into its ``attacks/`` folder and return the report.
 
-        ``summary`` (the run's ``summary.json``) adds the DP audit when the run states a DP guarantee.
+        ``summary`` (the run's ``summary.json``) adds the DP audit when the run states a DP
+        guarantee; ``data`` is what :meth:`check` returned for this run (checked again when None).
         """
-        data = self.check(finished, summary)
+        data = data if data is not None else self.check(finished, summary)
         seed = self.seed(finished)
         device = get_device()
         flip = flips_for(data.pool.image_shape)

@@ -18,7 +18,7 @@ from ...config import ConfigError
 from ...data import DataError
 from ..run_folder import LoadedRun, RunFolderError, load_run_folder
 from .attack import ATTACKS, MembershipInference, MembershipOptions
-from .candidates import MembershipError
+from .candidates import MembershipData, MembershipError
 from .reference import REFERENCE_TRAININGS
 
 
@@ -68,16 +68,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     attack = MembershipInference(parse_options(args))
-    loaded: list[LoadedRun] = []
+    loaded: list[tuple[LoadedRun, MembershipData]] = []
     try:
         for folder in args.run_folders:
             run = load_run_folder(folder, args.data_dir)
-            attack.check(run.finished, run.summary)
-            loaded.append(run)
+            loaded.append((run, attack.check(run.finished, run.summary)))
     except (MembershipError, RunFolderError, ConfigError, DataError) as error:
         parser.error(str(error))
-    for run in loaded:
-        report = attack.run(run.finished, run.summary)
+    for run, data in loaded:
+        report = attack.run(run.finished, run.summary, data)
         print(f"{run.finished.folder.path}/attacks/membership.json")
         print(json.dumps(report["queries"], indent=1))
 
