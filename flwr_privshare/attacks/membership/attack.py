@@ -10,8 +10,10 @@ ROC plot per query into ``attacks/membership_roc*.png``.
 
 VisualMixer runs are attacked twice: querying with the plain records, and with fresh
 VisualMixer shuffles of them made with the attacker's own key (the reference models, which
-train on shuffles as the clients did, are queried the same way). DP runs also get the
-empirical lower bound on epsilon of every attack, beside the accountant's epsilon.
+train on shuffles as the clients did, are queried the same way). DPM runs are queried
+through the shared featurizer and the refined head, against reference models of their own
+(:mod:`.dpm_reference`). DP runs also get the empirical lower bound on epsilon of every
+attack, beside the accountant's epsilon.
 """
 
 from __future__ import annotations
