@@ -267,7 +267,7 @@ def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head
     assert set(report["queries"]) == {"plain"} and report["candidates"]["members"] == 100
     assert set(report["queries"]["plain"]) >= {"loss", "lira-online", "lira-offline"}
     # a reference model starts from the run's own phi1 (recomputed from the public split) and refines phi2 only
-    trainer = DPMReferenceTrainer(run, loaded.finished.model_name, 1, torch.device("cpu"), None, 2)
+    trainer = DPMReferenceTrainer(run, loaded.finished.model_name, 1, torch.device("cpu"), None, num_clients=2)
     reference = trainer.train(loaded.finished.test_sets["plain"].head(100), 0)
     hook = run[DPMSection].dpm_hook
     target_split = split_model(loaded.finished.model, hook)
@@ -276,7 +276,8 @@ def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head
         target_split.featurizer.state_dict().items(), reference_split.featurizer.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(stand_in, target, msg=name)
-    assert not torch.equal(reference.classifier.weight, loaded.finished.model.classifier.weight)
+    # phi2 was refined away from the bootstrap's, on the reference model's own poisoned features
+    assert not torch.equal(reference.classifier.weight, trainer.procedure.bootstrap["classifier.weight"])
     # runs whose shared rows cannot be recomputed are refused before any work
     for name, file, edit, message in (
         ("fedavg-bootstrap", "config.json", ("config", "dpm-bootstrap", "fedavg"), "needs dpm-bootstrap = 'server'"),

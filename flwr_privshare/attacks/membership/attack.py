@@ -261,18 +261,15 @@ class MembershipInference(Attack):
             else np.zeros((0, len(data.pool)), dtype=bool)
         )
         cache = finished.folder.path / CACHE_FOLDER
-        trainer = (
-            DPMReferenceTrainer(finished.run, finished.model_name, seed, device, cache, finished.num_clients)
-            if DPMSection in finished.run
-            else ReferenceTrainer(
-                finished.run,
-                finished.model_name,
-                seed,
-                device,
-                cache,
-                training=self.options.reference_training,
-                num_clients=finished.num_clients,
-            )
+        trainer_class = DPMReferenceTrainer if DPMSection in finished.run else ReferenceTrainer
+        trainer = trainer_class(
+            finished.run,
+            finished.model_name,
+            seed,
+            device,
+            cache,
+            training=self.options.reference_training,
+            num_clients=finished.num_clients,
         )
         for index in tqdm(range(len(memberships)), desc="reference models", unit="model", disable=not len(memberships)):
             reference = trainer.model(data.pool, memberships[index], index, data.pool_digest)

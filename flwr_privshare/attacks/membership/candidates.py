@@ -32,6 +32,15 @@ class MembershipError(ValueError):
     """Options the run folder or the data cannot serve (raised before any work)."""
 
 
+def require_every_client(common: CommonSection) -> None:
+    """Refuse a run without ``participation.json`` whose clients were sampled: who trained is unknown."""
+    if common.fraction_train < 1.0:
+        raise MembershipError(
+            f"fraction-train is {common.fraction_train:g} and the run folder has no participation.json, so "
+            "which clients trained is unknown (re-run it with this version)"
+        )
+
+
 def trained_rows(common: CommonSection, num_clients: int, participants: set[int] | None = None) -> np.ndarray:
     """Training-split rows of every partition whose client trained: the ground truth of membership.
 
@@ -40,11 +49,8 @@ def trained_rows(common: CommonSection, num_clients: int, participants: set[int]
             ``participation.json``); None for a run without that record, where every client
             must have trained every round (``fraction-train`` = 1).
     """
-    if participants is None and common.fraction_train < 1.0:
-        raise MembershipError(
-            f"fraction-train is {common.fraction_train:g} and the run folder has no participation.json, so "
-            "which clients trained is unknown (re-run it with this version)"
-        )
+    if participants is None:
+        require_every_client(common)
     partitions = range(num_clients) if participants is None else sorted(participants)
     rows = [client_rows(common, partition, num_clients) for partition in partitions]
     if not rows:
@@ -66,13 +72,16 @@ def shared_rows(
             = 1 and, as the attack checks in the summary, no reply withheld or rejected).
     """
     if participation is None:
-        trained_rows(common, num_clients)  # the same fraction-train check
+        require_every_client(common)
         rounds = range(1, common.num_server_rounds + 1)
         participation = {server_round: list(range(num_clients)) for server_round in rounds}
+    partition_rows = {
+        partition: client_rows(common, partition, num_clients) for partition in set().union(*participation.values())
+    }
     shared = [np.zeros(0, dtype=np.int64)]
     for server_round, partitions in participation.items():
         for partition in partitions:
-            rows = client_rows(common, partition, num_clients)
+            rows = partition_rows[partition]
             sample = shared_sample(common.seed, partition, server_round, dpm.dpm_shared_samples, len(rows))
             shared.append(rows[sample.numpy()])
     return np.unique(np.concatenate(shared))

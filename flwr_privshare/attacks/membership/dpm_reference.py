@@ -22,13 +22,12 @@ A reference model is a centralised stand-in for that procedure on its half of th
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ...config import CommonSection, RunConfig
+from ...config import CommonSection
 from ...data import ImageDataset, load_split, public_split
 from ...models import ImageClassifier, build_model
 from ...poisoning import Reconstructor, SelfCheck, feature_shape, poisoned_features, split_model, train_decider
@@ -55,17 +54,6 @@ class ServerProcedure(NamedTuple):
 
 class DPMReferenceTrainer(ReferenceTrainer):
     """Reference models of a DPM run (module docstring); cached like every reference model."""
-
-    def __init__(
-        self,
-        run: RunConfig,
-        model_name: str,
-        seed: int,
-        device: torch.device,
-        cache_dir: Path | None,
-        num_clients: int,
-    ) -> None:
-        super().__init__(run, model_name, seed, device, cache_dir, num_clients=num_clients)
 
     @cached_property
     def procedure(self) -> ServerProcedure:
