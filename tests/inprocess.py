@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps import Experiment
 
 
 class InProcessGrid:
-    """The part of a Grid that strategies use; every message is answered by ``experiment.train`` on its node."""
+    """The part of a Grid that strategies use; every message is answered on its node by ``experiment.train``
+    (or ``experiment.query`` for a query message)."""
 
     def __init__(self, experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> None:
         self.experiment = experiment
@@ -34,7 +35,9 @@ class InProcessGrid:
         replies = []
         for message in messages:
             TaskIdentity.node_id = message.metadata.dst_node_id
-            replies.append(self.experiment.train(message, self.contexts[message.metadata.dst_node_id]))
+            is_query = message.metadata.message_type == MessageType.QUERY
+            handler = self.experiment.query if is_query else self.experiment.train
+            replies.append(handler(message, self.contexts[message.metadata.dst_node_id]))
             TaskIdentity.node_id = 0
         return replies
 

@@ -170,7 +170,11 @@ def test_integral_floats_are_accepted_and_round_trip() -> None:
     run = VISUALMIXER.schema.parse({"batch-size": 64.0, "learning-rate": 1})
     assert run[CommonSection].batch_size == 64 and run[CommonSection].learning_rate == 1.0
     assert VISUALMIXER.schema.parse(run.to_run_config()) == run
-    toml = tomllib.loads("\n".join(f"{k} = {v!r}".replace("True", "true") for k, v in run.to_run_config().items()))
+    toml = tomllib.loads(
+        "\n".join(
+            f"{k} = {v!r}".replace("True", "true").replace("False", "false") for k, v in run.to_run_config().items()
+        )
+    )
     assert VISUALMIXER.schema.parse(toml) == run
 
 

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
 from ..attacks import FinishedRun, build_attack
+from ..attacks.gan import answer_audit
 from ..config import AppSchema, CommonSection, RunConfig, RunConfigValue, Section
 from ..data import ImageDataset
 from ..models import ImageClassifier, build_model
@@ -37,6 +38,9 @@ from ..summary import RunSummary
 from ..train import evaluate, get_device
 
 Plots = dict[str, tuple[str, list[str]]]
+#: A measurement after every round besides central evaluation (the GAN attack's audit): it gets the
+#: round, the grid (to query nodes) and the run folder (for figures) and returns metrics for ``rounds.csv``.
+RoundAudit = Callable[[int, Grid, RunFolder], Mapping[str, float]]
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Plan:
         public: the server's public split.
         protections: the run's protections, in order.
         artifacts: what the app builds on the way that its post-run attacks need, by name.
+        round_audits: measurements after every round, whose metrics join central evaluation's.
     """
 
     label: str
@@ -60,15 +65,16 @@ class Plan:
     public: ImageDataset
     protections: list[Protection] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    round_audits: list[RoundAudit] = field(default_factory=list)
 
 
 def central_evaluation(
-    model_name: str, num_classes: int, test_sets: dict[str, ImageDataset]
+    model_name: str, num_outputs: int, test_sets: dict[str, ImageDataset]
 ) -> Callable[[int, ArrayRecord], MetricRecord]:
     """An ``evaluate_fn`` for :meth:`Strategy.start`: ``accuracy`` and ``loss`` on the first (primary) test set
-    and ``<name>_accuracy`` on every set."""
+    and ``<name>_accuracy`` on every set (``num_outputs``: the model's outputs, which may exceed the classes)."""
     device = get_device()
-    model = build_model(model_name, num_classes)
+    model = build_model(model_name, num_outputs)
     primary = next(iter(test_sets))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -121,6 +127,11 @@ class Experiment(ABC):
     def train(self, msg: Message, context: Context) -> Message:
         """The ClientApp's train handler."""
 
+    def query(self, msg: Message, context: Context) -> Message:
+        """The ClientApp's query handler: the GAN attack's audit asks the attacker's node for ``G(z)``
+        (every other node, and every node of a run without the attack, replies with nothing)."""
+        return answer_audit(msg, context)
+
     def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
         """Further headline values of ``summary.json`` (none by default)."""
         return {}
@@ -156,12 +167,16 @@ class Experiment(ABC):
         with RunFolder(common.output_dir, common.run_name_for(plan.label), run.to_run_config(), common.seed) as folder:
             strategy = self.strategy(run, plan, grid)
             recorded = Recorded(strategy, folder)
-            num_classes = next(iter(plan.test_sets.values())).num_classes
+            central = central_evaluation(plan.model_name, plan.model.classifier.out_features, plan.test_sets)
+
+            def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+                metrics = central(server_round, arrays)
+                for audit in plan.round_audits:
+                    metrics.update(audit(server_round, grid, folder))
+                return metrics
+
             result = recorded.start(
-                grid,
-                ArrayRecord(plan.model.state_dict()),
-                num_rounds=common.num_server_rounds,
-                evaluate_fn=central_evaluation(plan.model_name, num_classes, plan.test_sets),
+                grid, ArrayRecord(plan.model.state_dict()), num_rounds=common.num_server_rounds, evaluate_fn=evaluate_fn
             )
             plan.model.load_state_dict(result.arrays.to_torch_state_dict())
             torch.save(plan.model.state_dict(), folder.path / "model.pt")
@@ -211,12 +226,16 @@ class Experiment(ABC):
         return app
 
     def client_app(self) -> ClientApp:
-        """A Flower ClientApp with :meth:`train` and every registered protection's client mods."""
+        """A Flower ClientApp with :meth:`train` (under every registered protection's client mods) and :meth:`query`."""
         app = ClientApp()
         mods = list(dict.fromkeys(mod for cls in registered_protections().values() for mod in cls.client_mods))
 
         @app.train(mods=mods)
         def train(msg: Message, context: Context) -> Message:
             return self.train(msg, context)
+
+        @app.query()
+        def query(msg: Message, context: Context) -> Message:
+            return self.query(msg, context)
 
         return app

@@ -17,6 +17,15 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedAvgM, Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from ..attacks.gan import (
+    AUDIT_ARTIFACT,
+    GanSection,
+    attacks_now,
+    model_outputs_of,
+    partition_under_attack,
+    prepare_gan_audit,
+    with_generated_fakes,
+)
 from ..config import CommonSection, RunConfig
 from ..data import ImageDataset, client_partition, load_split, public_split
 from ..models import build_model
@@ -57,10 +66,15 @@ def protections_of(run: RunConfig) -> list[Protection]:
 def protected_training_data(
     run: RunConfig, protections: list[Protection], context: Context
 ) -> tuple[ImageDataset, dict[str, float]]:
-    """The client's partition after every protection's data hook, and the metrics they report."""
-    data = client_partition(
-        run[CommonSection], int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
-    )
+    """The client's partition after every protection's data hook, and the metrics they report.
+
+    In a GAN-attack run the attacker's partition (in the control run, every partition) has no
+    image of the victim class.
+    """
+    partition_id = int(context.node_config["partition-id"])
+    data = client_partition(run[CommonSection], partition_id, int(context.node_config["num-partitions"]))
+    if GanSection in run:
+        data = partition_under_attack(run[GanSection], data, partition_id)
     metrics: dict[str, float] = {}
     for protection in protections:
         data, reported = protection.client_data(data, context)
@@ -69,14 +83,24 @@ def protected_training_data(
 
 
 def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
-    """Train the received global model on the client's protected partition; reply with arrays and metrics."""
+    """Train the received global model on the client's protected partition; reply with arrays and metrics.
+
+    A GAN attacker (:mod:`flwr_privshare.attacks.gan`) first trains its generator against the
+    received model and adds generated "fake" images to its data; the training and the reply
+    are those of every client.
+    """
     common = run[CommonSection]
     protections = protections_of(run)
     partition_id = int(context.node_config["partition-id"])
     data, data_metrics = protected_training_data(run, protections, context)
-    model = build_model(common.model_for(data.image_shape), data.num_classes)
+    model = build_model(common.model_for(data.image_shape), model_outputs_of(run, data.num_classes))
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     server_round = cast(int, msg.content.config_records[CONFIG_KEY][SERVER_ROUND])
+    if GanSection in run and attacks_now(run[GanSection], partition_id, server_round):
+        seed = derive_seed(common.seed, "gan", partition_id)
+        data = with_generated_fakes(
+            run, model, data, context, seed=seed, server_round=server_round, device=get_device()
+        )
     local = LocalTraining(
         epochs=common.local_epochs,
         batch_size=common.batch_size,
@@ -110,14 +134,23 @@ class FedAvgExperiment(Experiment):
         for protection in protections:
             protection.check_data(test.image_shape)
         public = public_split(common)
+        attacked = GanSection in run and run[GanSection].active
+        num_nodes = len(list(grid.get_node_ids())) if attacked else 0
+        if attacked:
+            run[GanSection].validate_for(test.num_classes, num_nodes)
         model_name = common.model_for(test.image_shape)
         test_sets: dict[str, ImageDataset] = {}
         for protection in protections:
             test_sets.update(protection.test_sets(test))
         test_sets["plain"] = test
         with seeded(derive_seed(common.seed, "model-init")):
-            model = build_model(model_name, test.num_classes)
-        return Plan(run[ProtectionSection].protection, model_name, model, test_sets, public, protections)
+            model = build_model(model_name, model_outputs_of(run, test.num_classes))
+        plan = Plan(run[ProtectionSection].protection, model_name, model, test_sets, public, protections)
+        if attacked:
+            audit = prepare_gan_audit(run, protections, public, test, model_name, num_nodes)
+            plan.artifacts[AUDIT_ARTIFACT] = audit
+            plan.round_audits.append(audit)
+        return plan
 
     def strategy(self, run: RunConfig, plan: Plan, grid: Grid) -> Strategy:
         settings: dict[str, Any] = {

@@ -21,15 +21,14 @@ from ..config.checks import NON_NEGATIVE_INT
 from ..config.common import CommonSection
 from ..config.section import Section, setting
 from ..data import ImageDataset
-from ..models import build_model
+from ..models import ImageClassifier, build_model
 from ..seeding import derive_seed
 from ..train import evaluate, get_device, train
 from .base import Attack, FinishedRun, register_attack
 
 
-def oracle_recognition(
+def train_oracle(
     public: ImageDataset,
-    targets: Mapping[str, ImageDataset],
     *,
     model_name: str,
     epochs: int,
@@ -37,17 +36,9 @@ def oracle_recognition(
     device: torch.device,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
-) -> dict[str, float]:
-    """Train an oracle on plain ``public`` images; return its accuracy on each target set.
-
-    Args:
-        public: plain labelled images the attacker (or auditor) holds.
-        targets: named evaluation sets, e.g. ``{"plain": test, "mixed": mixed_test}``.
-        model_name: architecture of the oracle (see :func:`~flwr_privshare.models.build_model`).
-        epochs: training epochs (Adam).
-        seed: seeds the oracle's initialisation and batch order.
-        device: where to train.
-    """
+) -> ImageClassifier:
+    """A classifier trained with Adam on the labelled ``public`` images (``seed`` fixes its initialisation
+    and batch order): the oracle of every recognition measurement."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         oracle = build_model(model_name, public.num_classes)
@@ -62,6 +53,29 @@ def oracle_recognition(
         generator=torch.Generator().manual_seed(seed),
         progress=f"oracle ({epochs} epochs on {len(public)} public images)",
     )
+    return oracle.eval()
+
+
+def oracle_recognition(
+    public: ImageDataset,
+    targets: Mapping[str, ImageDataset],
+    *,
+    model_name: str,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Train an oracle on plain ``public`` images (:func:`train_oracle`); return its accuracy on each target set.
+
+    Args:
+        public: plain labelled images the attacker (or auditor) holds.
+        targets: named evaluation sets, e.g. ``{"plain": test, "mixed": mixed_test}``.
+        model_name: architecture of the oracle (see :func:`~flwr_privshare.models.build_model`).
+        epochs: training epochs (Adam).
+        seed: seeds the oracle's initialisation and batch order.
+        device: where to train.
+    """
+    oracle = train_oracle(public, model_name=model_name, epochs=epochs, seed=seed, device=device)
     return {name: evaluate(oracle, data, device=device)[1] for name, data in targets.items()}
 
 

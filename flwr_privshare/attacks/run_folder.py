@@ -26,6 +26,7 @@ from ..results import RUN_FOLDER_FORMAT, RunFolder
 from ..summary import RunSummary, load_summary
 from ..visualmixer.section import VisualMixerSection
 from .base import FinishedRun
+from .gan import GanSection, model_outputs_of
 from .oracle import OracleSection
 
 #: Every config section an app of this package may declare.
@@ -36,6 +37,7 @@ KNOWN_SECTIONS: tuple[type[Section], ...] = (
     VisualMixerSection,
     DPSection,
     OracleSection,
+    GanSection,
     DPMSection,
 )
 REQUIRED_FILES = ("config.json", "summary.json", "model.pt")
@@ -92,7 +94,7 @@ def load_run_folder(path: str | Path, data_dir: str = "") -> LoadedRun:
     summary = load_summary(folder)
     test = load_split(common.dataset, "test", common.data_dir).head(common.test_size)
     model_name = common.model_for(test.image_shape)
-    model = build_model(model_name, test.num_classes)
+    model = build_model(model_name, model_outputs_of(run, test.num_classes))
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     finished = FinishedRun(
         run, model_name, model, {"plain": test}, public_split(common), summary.num_clients, RunFolder.existing(folder)

@@ -1,7 +1,7 @@
 """The app's experiment: FedAvg under DP-FedAvg, DP-SGD or VisualMixer with DP-SGD."""
 
 from flwr_privshare.apps import FedAvgExperiment
-from flwr_privshare.attacks import OracleSection
+from flwr_privshare.attacks import GanSection, OracleSection
 from flwr_privshare.dp import DPSection
 from flwr_privshare.protections import ProtectionSection
 from flwr_privshare.recipe.section import RecipeSection
@@ -13,6 +13,7 @@ EXPERIMENT = FedAvgExperiment(
     VisualMixerSection,
     DPSection,
     OracleSection,
+    GanSection,
     # From the training-recipe study: DP-SGD at epsilon 8 trains best with large batches and a
     # large learning rate, without augmentation (experiments/training_recipe).
     defaults={
@@ -22,5 +23,5 @@ EXPERIMENT = FedAvgExperiment(
         "batch-size": 128,
         "learning-rate": 0.4,
     },
-    attacks=("oracle",),
+    attacks=("oracle", "gan"),
 )

@@ -1,7 +1,7 @@
 """The app's experiment: FedAvg under VisualMixer (or none), with oracle recognition after the rounds."""
 
 from flwr_privshare.apps import FedAvgExperiment
-from flwr_privshare.attacks import OracleSection
+from flwr_privshare.attacks import GanSection, OracleSection
 from flwr_privshare.protections import ProtectionSection
 from flwr_privshare.recipe.section import RecipeSection
 from flwr_privshare.visualmixer.section import VisualMixerSection
@@ -11,6 +11,7 @@ EXPERIMENT = FedAvgExperiment(
     ProtectionSection,
     VisualMixerSection,
     OracleSection,
+    GanSection,
     defaults={"protection": "visualmixer", "num-server-rounds": 10, "batch-size": 16},
-    attacks=("oracle",),
+    attacks=("oracle", "gan"),
 )
