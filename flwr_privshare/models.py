@@ -1,4 +1,5 @@
-"""GroupNorm CNNs for 32x32 RGB (CIFAR-10) and 28x28 grayscale (MNIST) images, and a GroupNorm ResNet.
+"""GroupNorm CNNs for 32x32 RGB (CIFAR-10), 28x28 grayscale (MNIST) and 112x92 grayscale (AT&T faces)
+images, and a GroupNorm ResNet.
 
 GroupNorm instead of BatchNorm keeps every sample's gradient independent of the rest of
 the batch, which Opacus's per-sample gradients require (``ModuleValidator`` rejects
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODEL_NAMES = ("cifar-cnn", "mnist-cnn", "cifar-resnet")
+MODEL_NAMES = ("cifar-cnn", "mnist-cnn", "faces-cnn", "cifar-resnet")
 
 
 def _conv_block(in_channels: int, out_channels: int, groups: int) -> nn.Sequential:
@@ -136,16 +137,21 @@ ImageClassifier = GroupNormCNN | GroupNormResNet
 
 
 def build_model(name: str, num_classes: int = 10) -> ImageClassifier:
-    """Build ``"cifar-cnn"`` or ``"cifar-resnet"`` (3x32x32 input) or ``"mnist-cnn"`` (1x28x28 input)."""
+    """Build ``"cifar-cnn"`` or ``"cifar-resnet"`` (3x32x32 input), ``"mnist-cnn"`` (1x28x28 input) or
+    ``"faces-cnn"`` (1x112x92 input, at full resolution: four stages, three poolings to 14x11)."""
     if name == "cifar-cnn":
         return GroupNormCNN(3, num_classes, widths=(32, 64, 128), head_pool=2)
     if name == "mnist-cnn":
         return GroupNormCNN(1, num_classes, widths=(16, 32, 64), head_pool=4)
+    if name == "faces-cnn":
+        return GroupNormCNN(1, num_classes, widths=(16, 32, 64, 64), head_pool=2)
     if name == "cifar-resnet":
         return GroupNormResNet(3, num_classes)
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
 
 
 def model_name_for(image_shape: tuple[int, int, int]) -> str:
-    """The default model for a ``(C, H, W)`` image shape."""
-    return "mnist-cnn" if image_shape[0] == 1 else "cifar-cnn"
+    """The default model for a ``(C, H, W)`` image shape: by channels, and for grayscale by size."""
+    if image_shape[0] != 1:
+        return "cifar-cnn"
+    return "faces-cnn" if min(image_shape[1:]) > 32 else "mnist-cnn"

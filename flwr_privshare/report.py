@@ -3,7 +3,10 @@
 Every run folder under the given folders (any depth) becomes one row: data set, method and
 its parameters, clients, rounds, accuracy, epsilon, oracle recognition, and per membership
 attack its AUC and true-positive rate at 0.1% false-positive rate (from
-``attacks/membership.json``, when the run was attacked). For a run attacked with more than
+``attacks/membership.json``, when the run was attacked), the GAN attack's success (the share of
+``G(z)`` the oracle labels as the victim, over the last five rounds) when a client attacked,
+and the inversion's SSIM to the originals, of the shuffled and the inverted test images (from
+``attacks/inversion.json``), when present. For a run attacked with more than
 one query (VisualMixer: plain and shuffled records) the table shows the query that served
 the attacker best, by AUC, as the defender's worst case; the CSV has every query.
 
@@ -27,6 +30,7 @@ from .summary import RunSummary, load_summary
 #: The membership attack variants of the Markdown table (the CSV has all).
 HEADLINE_ATTACKS = ("loss", "shadow", "lira-online-fixed-variance", "lira-offline-fixed-variance", "rmia")
 LOW_FPR_KEY = "tpr_at_0.001_fpr"
+INVERSION_SSIM = "inversion/test/{}/ssim"  # the inversion's column of the Markdown table, by images
 
 
 def run_folders(roots: Sequence[Path]) -> list[Path]:
@@ -69,6 +73,26 @@ def membership_columns(folder: Path) -> dict[str, Any]:
     return columns
 
 
+def gan_columns(summary: RunSummary) -> dict[str, Any]:
+    """``{"gan/<metric>": value}``: the GAN attack's metrics over the last five rounds (empty without it)."""
+    gan = summary.privacy.get("gan") or {}
+    return {f"gan/{key.removeprefix('last5_')}": value for key, value in gan.items() if key.startswith("last5_")}
+
+
+def inversion_columns(folder: Path) -> dict[str, Any]:
+    """``{"inversion/<view>/<images>/<metric>": value}`` of ``attacks/inversion.json`` (empty when not attacked)."""
+    path = folder / "attacks" / "inversion.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    return {
+        f"inversion/{view}/{images}/{metric}": value
+        for view in ("client_data", "test")
+        for images, metrics in report[view].items()
+        for metric, value in metrics.items()
+    }
+
+
 def worst_case(columns: dict[str, Any], attack: str) -> tuple[str, float, float] | None:
     """``(query, AUC, TPR at 0.1% FPR)`` of the query where ``attack`` had the highest AUC."""
     queries = [key.split("/")[0] for key in columns if key.endswith(f"/{attack}/auc")]
@@ -93,6 +117,8 @@ def row_of(folder: Path) -> dict[str, Any]:
         "epsilon": summary.epsilon,
         "oracle_recognition": oracle.get("recognition"),
         **membership_columns(folder),
+        **gan_columns(summary),
+        **inversion_columns(folder),
     }
 
 
@@ -101,10 +127,16 @@ def _percent(value: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table: headline columns, then AUC / TPR at 0.1% FPR per headline attack."""
+    """The Markdown table: headline columns, AUC / TPR at 0.1% FPR per headline attack, and the GAN and
+    inversion columns when some run has them."""
     attacks = [a for a in HEADLINE_ATTACKS if any(worst_case(row, a) for row in rows)]
+    with_gan = any("gan/oracle_share" in row for row in rows)
+    with_inversion = any(INVERSION_SSIM.format("inverted") in row for row in rows)
     header = ["data", "method", "parameters", "clients", "rounds", "accuracy", "epsilon", "oracle recognition"]
     header += [f"{attack} AUC / TPR@0.1%" for attack in attacks]
+    header += ["GAN: G(z) as victim (last 5 rounds)"] * with_gan + [
+        "inversion SSIM: shuffled -> inverted"
+    ] * with_inversion
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -124,6 +156,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 continue
             query, auc, tpr = found
             cells.append(f"{auc:.3f} / {tpr:.1%}" + ("" if query == "plain" else f" ({query})"))
+        if with_gan:
+            shuffled = row.get("gan/shuffled_oracle_share")
+            cells.append(
+                _percent(row.get("gan/oracle_share")) + ("" if shuffled is None else f" ({shuffled:.1%} shuffled)")
+            )
+        if with_inversion:
+            before, after = (row.get(INVERSION_SSIM.format(images)) for images in ("shuffled", "inverted"))
+            cells.append("-" if after is None else f"{before:.2f} -> {after:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,17 @@ def test_hub_ids_go_through_datasets(data_root: Path, tmp_path: Path, monkeypatc
     assert requested == [("ylecun/mnist", "test")]
     assert torch.equal(from_hub.images, local.images) and torch.equal(from_hub.labels, local.labels)
     assert from_hub.num_classes == 10
+
+
+def test_a_folder_with_one_file_is_split_per_class_the_same_way_every_time(data_root: Path) -> None:
+    """The AT&T faces (40 people x 10 images, no fixed split): 2 test and 8 training images of every person,
+    disjoint, the same in every process."""
+    folder = str(data_root / "att_faces")
+    train, test = load_split("", "train", folder), load_split("", "test", folder)
+    assert (len(train), len(test), train.image_shape, train.num_classes) == (320, 80, (1, 112, 92), 40)
+    assert torch.bincount(test.labels).tolist() == [2] * 40 and torch.bincount(train.labels).tolist() == [8] * 40
+    whole = load_split("", "all", folder)
+    digests = [{hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in part.images} for part in (train, test)]
+    assert not digests[0] & digests[1] and len(digests[0] | digests[1]) == len(whole)
+    first_test_rows = [int(torch.nonzero(whole.labels == label)[0]) for label in range(40)]
+    assert torch.equal(test.images[test.labels == 0][0], whole.images[first_test_rows[0]])  # file order, no seed

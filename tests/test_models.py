@@ -10,7 +10,13 @@ from flwr_privshare.models import build_model, model_name_for
 
 
 @pytest.mark.parametrize(
-    ("name", "shape"), [("cifar-cnn", (3, 32, 32)), ("mnist-cnn", (1, 28, 28)), ("cifar-resnet", (3, 32, 32))]
+    ("name", "shape"),
+    [
+        ("cifar-cnn", (3, 32, 32)),
+        ("mnist-cnn", (1, 28, 28)),
+        ("faces-cnn", (1, 112, 92)),
+        ("cifar-resnet", (3, 32, 32)),
+    ],
 )
 def test_models_classify_their_images_and_are_opacus_compatible(name: str, shape: tuple[int, int, int]) -> None:
     model = build_model(name, num_classes=7)

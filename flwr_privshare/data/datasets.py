@@ -27,6 +27,8 @@ from ..results import atomic_target
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMN = "label"
 CACHE_ENV = "FLWR_PRIVSHARE_CACHE"
+UNSPLIT_FILE = "all.parquet"  # the one file of a data set without a fixed train/test split
+UNSPLIT_TEST_SHARE = 0.2  # of every class, for such a data set
 
 
 class DataError(ValueError):
@@ -82,8 +84,8 @@ def local_split_path(data_dir: str, split: str) -> Path:
     if not path.is_file():
         present = sorted(p.name for p in folder.glob("*.parquet")) or "no parquet files"
         raise DataError(
-            f"data-dir {data_dir!r} has no {split}.parquet (found: {present}); "
-            "expected train.parquet and test.parquet in the Hugging Face hub's schema"
+            f"data-dir {data_dir!r} has no {split}.parquet (found: {present}); expected train.parquet and "
+            f"test.parquet in the Hugging Face hub's schema, or one {UNSPLIT_FILE} to split per class"
         )
     return path
 
@@ -91,12 +93,39 @@ def local_split_path(data_dir: str, split: str) -> Path:
 def load_split(dataset: str, split: str, data_dir: str = "") -> ImageDataset:
     """Load ``split`` ("train" or "test") from ``data_dir`` when set, else from the hub id ``dataset``.
 
-    Decoding happens once per process and once per machine (on-disk cache).
+    A folder that holds only ``all.parquet`` (a data set without a fixed split, such as the
+    AT&T faces) is split per class by :func:`split_per_class`. Decoding happens once per
+    process and once per machine (on-disk cache).
     """
     if data_dir:
+        folder = Path(data_dir).expanduser()
+        unsplit = folder / UNSPLIT_FILE
+        if not (folder / f"{split}.parquet").is_file() and unsplit.is_file() and split in ("train", "test"):
+            whole = _load_cached(_file_digest(str(unsplit)), lambda: pq.read_table(unsplit))
+            return split_per_class(whole)[split]
         path = local_split_path(data_dir, split)
         return _load_cached(_file_digest(str(path)), lambda: pq.read_table(path))
     return _load_hub_split(dataset, split)
+
+
+def split_per_class(data: ImageDataset, test_share: float = UNSPLIT_TEST_SHARE) -> dict[str, ImageDataset]:
+    """``{"train", "test"}`` of a data set without a fixed split: the first ``ceil(test_share * n_c)`` rows of
+    every class ``c`` (in file order) are its test rows, the rest its training rows.
+
+    No seed is involved: the split is a property of the file, like a data set's official split,
+    so every run and every attack on it sees the same test set (the offline files' rows are
+    shuffled once, so the first rows of a class are a fair sample of it).
+    """
+    rank = torch.zeros(len(data), dtype=torch.int64)
+    counts = torch.bincount(data.labels, minlength=data.num_classes)
+    for label in range(data.num_classes):  # one pass per class, not per row
+        rows = torch.nonzero(data.labels == label).flatten()
+        rank[rows] = torch.arange(len(rows))
+    is_test = rank < torch.ceil(counts[data.labels].double() * test_share).long()
+    return {
+        "train": data.subset(torch.nonzero(~is_test).flatten()),
+        "test": data.subset(torch.nonzero(is_test).flatten()),
+    }
 
 
 def _load_hub_split(dataset: str, split: str) -> ImageDataset:

@@ -30,11 +30,16 @@ STATE_KEY = "visualmixer-data"
 METRICS_KEY = "visualmixer-metrics"
 
 
+def simulated_client_key(seed: int, partition_id: int) -> int:
+    """The VisualMixer key of a simulated client (no ``vim-seed`` in its node config)."""
+    return derive_seed(seed, "visualmixer", partition_id)
+
+
 def mixing_seed(seed: int, context: Context) -> int:
     """The client's private VisualMixer key (see the module docstring)."""
     if "vim-seed" in context.node_config:
         return int(context.node_config["vim-seed"])
-    return derive_seed(seed, "visualmixer", int(context.node_config["partition-id"]))
+    return simulated_client_key(seed, int(context.node_config["partition-id"]))
 
 
 @register_protection

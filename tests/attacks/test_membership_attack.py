@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from flwr_privshare.apps import Experiment
+from flwr_privshare.attacks.cli import main
 from flwr_privshare.attacks.membership import candidates
 from flwr_privshare.attacks.membership.candidates import membership_data, shared_rows
-from flwr_privshare.attacks.membership.cli import main
 from flwr_privshare.attacks.membership.dpm_reference import DPMReferenceTrainer
 from flwr_privshare.attacks.run_folder import load_run_folder
 from flwr_privshare.config import CommonSection
@@ -298,13 +298,15 @@ def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--attack", "loss,gan"], "--attack must name some of loss, shadow, lira, rmia, got 'loss,gan'"),
+        (["--attack", "loss,gan"], "--attack must name some of loss, shadow, lira, rmia, inversion, got 'loss,gan'"),
         (["--members", "201"], "--members must be in [1, 200]"),
         (["--non-members", "9000", "--population", "2000"], "together at most 10000"),
         (["--reference-models", "300"], "--reference-models must be in [1, 256]"),
         (["--attack", "lira", "--reference-models", "1"], "at least 2 for lira"),
         (["--extra-pool", "9000"], "--extra-pool must be in [0, 8000]"),
         (["--reference-training", "gossip"], "--reference-training must be one of centralised, federated"),
+        (["--attack", "inversion"], "run-config key 'protection' is 'none'; the inversion attack needs a run whose"),
+        (["--attack", "inversion", "--inversion-epochs", "0"], "--inversion-epochs is 0; it must be a positive"),
     ],
 )
 def test_bad_options_fail_before_any_work(
