@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="folder with MNIST train.parquet")
     parser.add_argument("--images", type=int, default=5500, help="the client's partition size")
     parser.add_argument("--generator-steps", type=int, default=GanSection.defaults()["gan-generator-steps"])
+    parser.add_argument("--generator-batch", type=int, default=GanSection.defaults()["gan-batch-size"])
     parser.add_argument("--fake-images", type=int, default=GanSection.defaults()["gan-fake-images"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -43,6 +44,7 @@ def main() -> None:
 
     data = load_split("", "train", args.data_dir).head(args.images)
     settings = {"data-dir": args.data_dir, "gan-attacker": 0, "gan-generator-steps": args.generator_steps}
+    settings["gan-batch-size"] = args.generator_batch
     run = AppSchema((CommonSection, GanSection)).parse({**settings, "gan-fake-images": args.fake_images})
     common, device = run[CommonSection], get_device()
     torch.manual_seed(0)
