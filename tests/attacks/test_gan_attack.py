@@ -117,13 +117,16 @@ def test_the_attackers_partition_and_every_control_partition_hold_no_victim_imag
         assert VICTIM not in held.labels
 
 
+# Two rounds of a few generator steps: for the tests of what a GAN run does, not of whether the attack works.
+TINY = {"num-server-rounds": 2, "gan-start-round": 1, "gan-generator-steps": 3, "gan-fake-images": 16}
+TINY |= {"samples-per-client": 200, "gan-oracle-epochs": 1, "public-size": 1000, "test-size": 200}
+
+
 def test_every_protection_runs_with_the_attacker_and_keeps_its_replies_uniform(tmp_path: Path, data_root: Path) -> None:
     """DP-SGD (its own training loop), DP-FedAvg (a strategy wrapper) and VisualMixer (shuffled data,
     judged also by an oracle of shuffled images), two tiny rounds each."""
-    tiny = {"num-server-rounds": 2, "gan-start-round": 1, "gan-generator-steps": 3, "gan-fake-images": 16}
-    tiny |= {"samples-per-client": 200, "gan-oracle-epochs": 1, "public-size": 1000, "test-size": 200}
     for protection in ("dp-sgd", "dp-fedavg", "visualmixer"):
-        folder = gan_run(tmp_path, data_root, protection, protection=protection, **tiny)
+        folder = gan_run(tmp_path, data_root, protection, protection=protection, **TINY)
         report = json.loads((folder / "attacks" / "gan.json").read_text())
         assert len(report["rounds"]) == 2
         assert ("shuffled_oracle_share" in report["rounds"][0]) == (protection == "visualmixer")
@@ -192,3 +195,13 @@ def test_the_report_shows_the_attacks_success(attacked: Path, tmp_path: Path) ->
     assert rows[0]["gan/oracle_share"] == summary["last5_oracle_share"]
     table = (tmp_path / "report.md").read_text()
     assert "GAN: G(z) as victim (last 5 rounds)" in table and f"{summary['last5_oracle_share']:.1%}" in table
+
+
+def test_the_same_seed_gives_the_same_attack(tmp_path: Path, data_root: Path) -> None:
+    first, second = (gan_run(tmp_path, data_root, name, **TINY) for name in ("first", "second"))
+    rounds = [json.loads((folder / "attacks" / "gan.json").read_text())["rounds"] for folder in (first, second)]
+    assert rounds[0] == rounds[1] and len(rounds[0]) == 2
+    models = [torch.load(folder / "model.pt", weights_only=True) for folder in (first, second)]
+    assert all(torch.equal(models[0][name], models[1][name]) for name in models[0])
+    other = gan_run(tmp_path, data_root, "other-seed", seed=7, **TINY)
+    assert json.loads((other / "attacks" / "gan.json").read_text())["rounds"] != rounds[0]
