@@ -46,7 +46,7 @@ SMALL_GAN = {
 
 
 def gan_run(root: Path, data_root: Path, name: str, **overrides: object) -> Path:
-    config = {**SMALL_GAN, **overrides, "data-dir": str(data_root / "mnist"), "output-dir": str(root), "run-name": name}
+    config = {**SMALL_GAN, "data-dir": str(data_root / "mnist"), **overrides, "output-dir": str(root), "run-name": name}
     run_in_process(DP, 3, config)
     return root / name
 
@@ -205,3 +205,13 @@ def test_the_same_seed_gives_the_same_attack(tmp_path: Path, data_root: Path) ->
     assert all(torch.equal(models[0][name], models[1][name]) for name in models[0])
     other = gan_run(tmp_path, data_root, "other-seed", seed=7, **TINY)
     assert json.loads((other / "attacks" / "gan.json").read_text())["rounds"] != rounds[0]
+
+
+def test_the_attack_runs_on_the_att_faces_at_full_resolution(tmp_path: Path, data_root: Path) -> None:
+    """40 people, 112x92 grayscale: the faces CNN with a 41st output, a generator of that size, person 5 the victim."""
+    faces = {**TINY, "data-dir": str(data_root / "att_faces"), "public-size": 80, "samples-per-client": 0}
+    folder = gan_run(tmp_path, data_root, "faces", **(faces | {"gan-victim-class": 5, "batch-size": 16}))
+    weights = torch.load(folder / "model.pt", weights_only=True)
+    assert weights["classifier.weight"].shape[0] == 41
+    report = json.loads((folder / "attacks" / "gan.json").read_text())
+    assert len(report["rounds"]) == 2 and 0.0 <= report["rounds"][-1]["oracle_share"] <= 1.0
