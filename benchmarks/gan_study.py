@@ -34,7 +34,22 @@ from flwr_privshare.results import RunFolder, atomic_write_text
 from .app_runs import command_line, run_summary
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "gan_attack"
-GAN_DATA = {"mnist": {"gan-victim-class": 3, "samples-per-client": 3000, "public-size": 5000, "test-size": 2000}}
+GAN_DATA: dict[str, dict[str, Any]] = {
+    "mnist": {"gan-victim-class": 3, "samples-per-client": 3000, "public-size": 5000, "test-size": 2000},
+    # 320 training faces: 120 public (3 per person on average, the oracle's), about 66 per client;
+    # small batches and Adam so that a client's few images still give several steps per round
+    "att_faces": {
+        "gan-victim-class": 0,
+        "public-size": 120,
+        "samples-per-client": 0,
+        "batch-size": 16,
+        "local-epochs": 2,
+        "optimizer": "adam",
+        "learning-rate": 0.001,
+        "lr-schedule": "constant",
+        "gan-oracle-epochs": 30,
+    },
+}
 PROTECTIONS: dict[str, dict[str, Any]] = {
     "none": {"protection": "none"},
     "control": {"protection": "none", "gan-control": True},
@@ -60,6 +75,8 @@ def gan_rows(args: argparse.Namespace) -> list[str]:
             continue
         histories = {}
         for label, protection in PROTECTIONS.items():
+            if args.protections and label not in args.protections.split(","):
+                continue
             name = f"gan-{data}-{label}-s{args.seed}"
             config = {
                 "data-dir": str((args.data_root / data).resolve()),
@@ -156,6 +173,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--part", default="gan,inversion", help="gan, inversion or both")
     parser.add_argument("--data", default="", help="comma-separated data folders (default: all)")
+    parser.add_argument("--protections", default="", help="comma-separated GAN rows (default: all)")
     args = parser.parse_args()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
