@@ -37,13 +37,16 @@ RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "gan_attack"
 GAN_DATA: dict[str, dict[str, Any]] = {
     "mnist": {"gan-victim-class": 3, "samples-per-client": 3000, "public-size": 5000, "test-size": 2000},
     # 320 training faces: 120 public (3 per person on average, the oracle's), about 66 per client;
-    # small batches and Adam so that a client's few images still give several steps per round
+    # small batches, 5 local epochs and Adam so that a client's few images give 20 steps per round;
+    # the generator's batch and the fakes per round cut to a quarter and a fifth (112x92 images)
     "att_faces": {
         "gan-victim-class": 0,
         "public-size": 120,
         "samples-per-client": 0,
         "batch-size": 16,
-        "local-epochs": 2,
+        "local-epochs": 5,
+        "gan-batch-size": 16,
+        "gan-fake-images": 100,
         "optimizer": "adam",
         "learning-rate": 0.001,
         "lr-schedule": "constant",
