@@ -2,7 +2,8 @@
 
 GAN part: each row is one ``flwr run`` of ``simulations/dp_fedavg_cifar`` (the app that declares
 every protection) with 3 clients, partition 0 malicious, the victim class 3 (MNIST) or person 0
-(AT&T faces), the attack from round 2, and the app's defaults otherwise: plain FedAvg, the control
+(AT&T faces), the attack from round 2, and the app's defaults otherwise (the faces get a recipe
+and a generator budget for about 66 images per client, see ``GAN_DATA``): plain FedAvg, the control
 run (no client holds the victim class), VisualMixer 2-8 and 8-16, DP-SGD at epsilon 8 and 1, and
 DP-FedAvg at epsilon 8. The table gives every audit metric averaged over the last five rounds;
 one plot per data set shows the oracle's share of ``G(z)`` against round, one line per row.
@@ -38,9 +39,9 @@ GAN_DATA: dict[str, dict[str, Any]] = {
     "mnist": {"gan-victim-class": 3, "samples-per-client": 3000, "public-size": 5000, "test-size": 2000},
     # 320 training faces: 120 public (3 per person on average, the oracle's), about 66 per client;
     # small batches, 5 local epochs and Adam so that a client's few images give 20 steps per round;
-    # the generator: 300 steps of 16 images per round (a quarter of the default batch at 112x92,
-    # three times the steps: 100 per round never caught up with the model), 100 fakes per round;
-    # the oracle: 100 epochs (90% on the 80 test faces; 3 epochs learn nothing from 120 images)
+    # the generator: 300 steps of 16 images per round (a quarter of the default batch, as the images
+    # are 13 times MNIST's; three times the default steps), 100 fakes per round (a client's real
+    # images are 66, not 3,000); the oracle: 100 epochs, as 120 images give 2 steps per epoch
     "att_faces": {
         "gan-victim-class": 0,
         "public-size": 120,
@@ -181,6 +182,14 @@ def main() -> None:
     parser.add_argument("--data", default="", help="comma-separated data folders (default: all)")
     parser.add_argument("--protections", default="", help="comma-separated GAN rows (default: all)")
     args = parser.parse_args()
+    for option, given, allowed in (
+        ("--data", args.data, {*GAN_DATA, *INVERSION_WINDOWS}),
+        ("--protections", args.protections, set(PROTECTIONS)),
+        ("--part", args.part, {"gan", "inversion"}),
+    ):
+        unknown = sorted(set(filter(None, given.split(","))) - allowed)
+        if unknown:
+            parser.error(f"{option} names {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = command_line("benchmarks.gan_study", vars(args))
