@@ -2,8 +2,9 @@
 
 A run writes into ``<output-dir>/.<run-name>.incomplete/`` and the folder is renamed to
 ``<output-dir>/<run-name>/`` only by :meth:`RunFolder.finish`, so a crashed or rejected run
-never leaves a folder that looks complete; :meth:`RunFolder.abort` removes it. Every file
-is written to a temporary name and moved into place.
+never leaves a folder that looks complete. :meth:`RunFolder.abort` removes it, unless it
+holds a round checkpoint (:mod:`flwr_privshare.checkpoint`): then it is kept for
+:meth:`RunFolder.resume`. Every file is written to a temporary name and moved into place.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
+from flwr.common import log
+
 PACKAGES = ("flwr-privshare", "flwr", "flwr-datasets", "torch", "torchvision", "numpy", "ray")
+#: The round checkpoint of an unfinished run (written by :mod:`flwr_privshare.checkpoint`).
+CHECKPOINT_NAME = "checkpoint.pt"
 #: The layout of a run folder (``config.json``'s ``format``); tools that read folders check it.
 RUN_FOLDER_FORMAT = 1
 
@@ -98,25 +104,67 @@ class RunFolder:
     """
 
     def __init__(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any], seed: int) -> None:
-        self.final_path = Path(output_dir).expanduser().resolve() / run_name
+        self._locate(output_dir, run_name, config)
         if self.final_path.exists():
             raise FileExistsError(f"run folder {self.final_path} already exists; choose another run-name")
-        self.path = self.final_path.with_name(f".{run_name}.incomplete")
+        if (self.path / CHECKPOINT_NAME).exists():
+            raise FileExistsError(
+                f"{self.path} holds the checkpoint of an unfinished run; continue it with the same run config plus "
+                "resume=true, or remove that folder to start again"
+            )
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        self.rounds: list[dict[str, Any]] = []
         atomic_write_json(
             self.path / "config.json",
             {"format": RUN_FOLDER_FORMAT, "config": dict(config), "seed": seed, "versions": package_versions()},
         )
 
+    def _locate(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any]) -> None:
+        self.final_path = Path(output_dir).expanduser().resolve() / run_name
+        self.path = self.final_path.with_name(f".{run_name}.incomplete")
+        self.config = dict(config)
+        self.rounds: list[dict[str, Any]] = []
+        #: True once a round checkpoint is in the folder: :meth:`abort` then keeps it for a resume.
+        self.resumable = False
+
+    @classmethod
+    def resume(cls, output_dir: str | Path, run_name: str, config: Mapping[str, Any]) -> RunFolder:
+        """The incomplete folder of ``run_name``, opened to continue the run (the caller reads its checkpoint).
+
+        Raises:
+            FileExistsError: when the run already finished.
+            FileNotFoundError: when there is no incomplete folder of that name.
+        """
+        folder = cls.__new__(cls)
+        folder._locate(output_dir, run_name, config)
+        if folder.final_path.exists():
+            raise FileExistsError(f"run {folder.final_path} already finished; there is nothing to resume")
+        if not folder.path.is_dir():
+            raise FileNotFoundError(f"no unfinished run {run_name!r} to resume: {folder.path} does not exist")
+        for leftover in folder.path.glob(".*.tmp"):  # a file the killed run was writing
+            leftover.unlink()
+        folder.resumable = folder.has_checkpoint
+        return folder
+
+    @staticmethod
+    def unfinished(output_dir: str | Path, prefix: str) -> list[str]:
+        """Names of the unfinished runs in ``output_dir`` that start with ``prefix``, in name order."""
+        parent = Path(output_dir).expanduser().resolve()
+        names = (path.name[1 : -len(".incomplete")] for path in parent.glob(".*.incomplete") if path.is_dir())
+        return sorted(name for name in names if name.startswith(prefix))
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether the folder holds a round checkpoint."""
+        return (self.path / CHECKPOINT_NAME).exists()
+
     @classmethod
     def existing(cls, path: str | Path) -> RunFolder:
         """A published run folder, opened to add files (attack results, figures); it is not renamed."""
         folder = cls.__new__(cls)
+        folder._locate(Path(path).parent, Path(path).name, {})
         folder.final_path = folder.path = Path(path)
-        folder.rounds = []
         return folder
 
     def __enter__(self) -> RunFolder:
@@ -149,7 +197,8 @@ class RunFolder:
         return self.publish()
 
     def publish(self) -> Path:
-        """Move the folder to its final name; return that path."""
+        """Move the folder to its final name (without its checkpoint, which only a resume needs); return that path."""
+        (self.path / CHECKPOINT_NAME).unlink(missing_ok=True)
         os.replace(self.path, self.final_path)
         return self.final_path
 
@@ -164,7 +213,10 @@ class RunFolder:
             plt.close(figure)
 
     def abort(self) -> None:
-        """Remove the incomplete folder (a run that failed leaves nothing behind)."""
+        """Remove the incomplete folder (a run that failed leaves nothing behind), unless it can resume."""
+        if self.resumable:
+            log(WARNING, "the run stopped; %s keeps its last round checkpoint: resume with resume=true", self.path)
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
     def _plot_rounds(self, stem: str, x_column: str, columns: Sequence[str]) -> None:

@@ -25,7 +25,9 @@ class RunSummary:
             protected view when a protection changes the test images).
         num_rounds: federated rounds.
         num_clients: SuperNodes in the federation.
-        client_failures: failed or withheld replies over the run.
+        client_failures: failed, withheld or timed-out replies over the run.
+        failed_clients: every client with a failed reply: ``node_id``, ``partition_id`` (when
+            known from its other replies) and ``failures``; the reasons are in ``failures.json``.
         seed: the run seed.
         wall_time_s: seconds from the ServerApp's start to the summary.
         privacy: ``{protection or attack name: its report}``; a DP section states
@@ -43,6 +45,7 @@ class RunSummary:
     client_failures: int
     seed: int
     wall_time_s: float
+    failed_clients: list[dict[str, Any]] = field(default_factory=list)
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 

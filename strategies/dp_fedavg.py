@@ -12,7 +12,9 @@ the clients). What Flower 1.41 lacks, ``DPFedAvg`` adds:
 - a uniform average: Flower's noise ``z * C / m`` is calibrated for the plain mean of ``m``
   clipped updates, so the inner strategy's example-count weights are set to 1;
 - robustness: failed replies are dropped (Flower's wrapper would skip the whole round),
-  and a round averaged over ``k < m`` replies is accounted with ``z * k / m``.
+  and a round averaged over ``k < m`` replies is accounted with ``z * k / m``; a round with
+  no usable reply releases nothing: no noise is drawn, the model stays, nothing is accounted
+  (listed as ``rounds_without_replies`` in the report).
 
 It wraps any FedAvg-family strategy (``FedAvg``, ``FedProx``, ``FedAvgM``, ``FedAdam``, ...),
 so it drops into an existing ServerApp::
@@ -190,6 +192,8 @@ class DPFedAvg(Strategy):
         self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta)
         self._broadcast: list[np.ndarray] = []
         self.unclipped: dict[int, int] = {}
+        #: Rounds in which no reply could be aggregated: no noise was drawn and nothing was accounted.
+        self.rounds_without_replies: list[int] = []
 
     @classmethod
     def with_target_epsilon(
@@ -261,6 +265,7 @@ class DPFedAvg(Strategy):
         if not valid:
             log(WARNING, "round %d: no usable reply; the model stays as it was and the round adds no privacy cost",
                 server_round)  # fmt: skip
+            self.rounds_without_replies.append(server_round)
             return None, None
         for msg in valid:
             for record in msg.content.metric_records.values():
@@ -366,6 +371,8 @@ class DPFedAvg(Strategy):
             "round_noise_multipliers": [z for z, _, steps in self.accountant.history for _ in range(steps)],
             "sample_rate": self.accountant.sample_rate,
             "rounds_accounted": self.accountant.rounds,
+            # Nothing was released in these rounds (no noisy sum, the model unchanged): no privacy cost.
+            "rounds_without_replies": list(self.rounds_without_replies),
             "accountant": "opacus-rdp",
             "sampling_assumption": SAMPLING_ASSUMPTION,
         }

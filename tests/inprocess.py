@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps import Experiment
@@ -13,7 +15,14 @@ from flwr_privshare.apps import Experiment
 
 class InProcessGrid:
     """The part of a Grid that strategies use; every message is answered on its node by ``experiment.train``
-    (or ``experiment.query`` for a query message)."""
+    (or ``experiment.query`` for a query message).
+
+    As Flower's simulation engine does, a handler that raises answers with an error reply
+    (``CLIENT_APP_RAISED_EXCEPTION``, the exception's type and text as the reason). Messages are
+    handled one after the other; a handler still running ``timeout`` seconds after it started is
+    left to finish in the background and its node gives no reply (a real grid waits for all nodes
+    at once, so there the round's deadline is every node's).
+    """
 
     def __init__(self, experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> None:
         self.experiment = experiment
@@ -32,14 +41,24 @@ class InProcessGrid:
         return list(self.contexts)
 
     def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
-        replies = []
+        replies: list[Message] = []
         for message in messages:
             TaskIdentity.node_id = message.metadata.dst_node_id
-            is_query = message.metadata.message_type == MessageType.QUERY
-            handler = self.experiment.query if is_query else self.experiment.train
-            replies.append(handler(message, self.contexts[message.metadata.dst_node_id]))
+            handler = threading.Thread(target=self._answer, args=(message, replies), daemon=True)
+            handler.start()
+            handler.join(timeout)
             TaskIdentity.node_id = 0
-        return replies
+        return list(replies)
+
+    def _answer(self, message: Message, replies: list[Message]) -> None:
+        is_query = message.metadata.message_type == MessageType.QUERY
+        handler = self.experiment.query if is_query else self.experiment.train
+        try:
+            reply = handler(message, self.contexts[message.metadata.dst_node_id])
+        except Exception as error:
+            reason = f"{type(error)}:<'{error}'>"
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+        replies.append(reply)
 
 
 def run_in_process(experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> Any:

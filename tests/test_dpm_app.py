@@ -120,3 +120,6 @@ def test_a_round_in_which_every_client_withholds_keeps_the_model_and_the_run_fin
     (round_log,) = json.loads((folder / "wire.json").read_text())
     assert round_log["replies"] == [] and len(round_log["errors"]) == 3
     assert all("self-check failed" in error["reason"] for error in round_log["errors"])
+    failures = json.loads((folder / "failures.json").read_text())
+    assert [(entry["round"], entry["node_id"]) for entry in failures] == [(1, 1), (1, 2), (1, 3)]
+    assert [client["failures"] for client in summary["failed_clients"]] == [1, 1, 1]

@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 
 from flwr_privshare.config import ConfigError
 from flwr_privshare.data import DataError
+from flwr_privshare.environment import EnvironmentCheckError
 
 from .experiments import DPM, VISUALMIXER
 
@@ -31,7 +32,8 @@ def start(tmp_path: Path, **run_config: object) -> None:
 @pytest.mark.parametrize(
     ("overrides", "error", "pattern"),
     [
-        ({"data-dir": "/nonexistent/cifar"}, DataError, "data-dir '/nonexistent/cifar' is not a folder"),
+        ({"data-dir": "/nonexistent/cifar"}, EnvironmentCheckError, "data-dir /nonexistent/cifar is not a readable"),
+        ({"data-dir": "/"}, EnvironmentCheckError, "data-dir / holds neither train.parquet and test.parquet nor"),
         ({"vim-window-max": 32, "dataset-folder": "mnist"}, ConfigError, "must be at most the image size 28x28"),
         ({"public-size": 10**6}, DataError, r"public-size must be in \[0, 60000\)"),
         ({"num-server-rounds": -2}, ConfigError, "'num-server-rounds' is -2"),

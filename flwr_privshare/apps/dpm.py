@@ -126,6 +126,12 @@ class DPMExperiment(Experiment):
     def method(self, run: RunConfig, plan: Plan) -> str:
         return "feature-sharing+dpm"
 
+    def resume_obstacle(self, run: RunConfig, plan: Plan, failed_replies: int) -> str | None:
+        return (
+            "feature sharing with DPM: each client's DPM continues from the previous round's in its context.state, "
+            "which a resumed run cannot rebuild"
+        )
+
     def privacy(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, dict[str, Any]]:
         """The DPM settings the clients shared with (the audit adds its own section)."""
         dpm = run[DPMSection]

@@ -1,19 +1,27 @@
-"""One experiment skeleton for every app: validate → data → strategy → record rounds → post-run attacks → summary.
+"""One experiment skeleton for every app: validate → check the machine → data → strategy → record rounds → post-run
+attacks → summary.
 
 An app is an :class:`Experiment` subclass instance built with the config sections it
 declares; ``server_app()`` and ``client_app()`` give the Flower apps, so a simulation's
 ``server_app.py`` and ``client_app.py`` are two lines each. Subclasses fill in
 :meth:`Experiment.prepare` (data and model, all checks before any work) and
 :meth:`Experiment.strategy` (the rounds' strategy), and may add summary details.
+
+The skeleton survives faults: the machine is checked before any work
+(:mod:`~flwr_privshare.environment`), every round is bounded by ``round-timeout`` and recorded
+with its failures, and a checkpoint after every round lets ``resume = true`` continue a run that
+was killed, with the numbers of an uninterrupted run (:mod:`~flwr_privshare.checkpoint`).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -27,17 +35,21 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
 from ..attacks import FinishedRun, build_attack
-from ..attacks.gan import answer_audit
-from ..config import AppSchema, CommonSection, RunConfig, RunConfigValue, Section
+from ..attacks.gan import GanSection, answer_audit
+from ..checkpoint import RoundCheckpoint
+from ..config import AppSchema, CommonSection, ConfigError, RunConfig, RunConfigValue, Section
 from ..data import ImageDataset
+from ..environment import check_data_dir, check_free_disk, check_output_dir, expected_run_bytes
 from ..models import ImageClassifier, build_model
 from ..protections import Protection, method_name, registered_protections
-from ..results import RunFolder
+from ..results import RunFolder, atomic_target, package_versions
 from ..seeding import derive_seed
 from ..summary import RunSummary
 from ..train import evaluate, get_device
 
 Plots = dict[str, tuple[str, list[str]]]
+#: Written into a run folder that was resumed: after which round, when, and with which package versions.
+RESUMES_FILE = "resumes.json"
 #: A measurement after every round besides central evaluation (the GAN attack's audit): it gets the
 #: round, the grid (to query nodes) and the run folder (for figures) and returns metrics for ``rounds.csv``.
 RoundAudit = Callable[[int, Grid, RunFolder], Mapping[str, float]]
@@ -136,6 +148,19 @@ class Experiment(ABC):
         """Further headline values of ``summary.json`` (none by default)."""
         return {}
 
+    def resume_obstacle(self, run: RunConfig, plan: Plan, failed_replies: int) -> str | None:
+        """Why this run cannot continue from a round checkpoint (None: it can); see
+        :meth:`Protection.resume_obstacle <flwr_privshare.protections.Protection.resume_obstacle>`."""
+        if GanSection in run and run[GanSection].active:
+            return (
+                "the GAN attack: the insider's generator is trained across rounds in its client's context.state, "
+                "which a resumed run cannot rebuild"
+            )
+        return next(
+            (reason for protection in plan.protections if (reason := protection.resume_obstacle(failed_replies))),
+            None,
+        )
+
     def privacy(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, dict[str, Any]]:
         """The privacy sections of ``summary.json`` before the attacks: one per protection that reports."""
         sections: dict[str, dict[str, Any]] = {}
@@ -160,13 +185,24 @@ class Experiment(ABC):
         started = time.monotonic()
         run = self.schema.parse(context.run_config)
         common = run[CommonSection]
+        check_output_dir(common.output_dir)
+        check_data_dir(common.data_dir)
         plan = self.prepare(run, grid)
-        # Flower samples clients with `random` and its DP wrappers draw their noise from NumPy's global RNG.
+        obstacle = self.resume_obstacle(run, plan, 0)
+        if common.resume and obstacle is not None:
+            raise ConfigError(f"run-config key 'resume' is true, but this run cannot resume: {obstacle}")
+        check_free_disk(common.output_dir, expected_run_bytes(plan.model, checkpoints=obstacle is None))
+        folder, checkpoint = self.open_run_folder(run, plan)
+        if checkpoint is not None:
+            started -= checkpoint.elapsed_s
+        # Flower samples clients with `random` and its DP wrappers draw their noise from NumPy's global RNG
+        # (a resumed run restores both from its checkpoint).
         random.seed(derive_seed(common.seed, "client-sampling"))
         np.random.seed(derive_seed(common.seed, "server-noise") % 2**32)
-        with RunFolder(common.output_dir, common.run_name_for(plan.label), run.to_run_config(), common.seed) as folder:
-            strategy = self.strategy(run, plan, grid)
-            recorded = Recorded(strategy, folder)
+        with folder:
+            recorded = Recorded(self.strategy(run, plan, grid), folder, checkpoints=obstacle is None)
+            if checkpoint is not None:
+                recorded.restore(checkpoint)
             central = central_evaluation(plan.model_name, plan.model.classifier.out_features, plan.test_sets)
 
             def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -176,10 +212,16 @@ class Experiment(ABC):
                 return metrics
 
             result = recorded.start(
-                grid, ArrayRecord(plan.model.state_dict()), num_rounds=common.num_server_rounds, evaluate_fn=evaluate_fn
+                grid,
+                ArrayRecord(plan.model.state_dict()),
+                num_rounds=common.num_server_rounds,
+                timeout=common.round_timeout,
+                evaluate_fn=evaluate_fn,
             )
+            strategy = recorded.strategy
             plan.model.load_state_dict(result.arrays.to_torch_state_dict())
-            torch.save(plan.model.state_dict(), folder.path / "model.pt")
+            with atomic_target(folder.path / "model.pt") as temporary:
+                torch.save(plan.model.state_dict(), temporary)
             privacy = self.privacy(run, plan, strategy, result)
             finished = FinishedRun(
                 run,
@@ -204,12 +246,57 @@ class Experiment(ABC):
                 num_rounds=common.num_server_rounds,
                 num_clients=finished.num_clients,
                 client_failures=sum(recorded.failures.values()),
+                failed_clients=recorded.failed_clients(),
                 seed=common.seed,
                 wall_time_s=round(time.monotonic() - started, 2),
                 privacy=privacy,
                 details=self.details(run, plan, strategy, result),
             )
             return folder.finish(summary.to_json(), self.plots(plan))
+
+    def open_run_folder(self, run: RunConfig, plan: Plan) -> tuple[RunFolder, RoundCheckpoint | None]:
+        """A new run folder, or with ``resume = true`` the unfinished one of this config and its checkpoint.
+
+        Without ``run-name`` the newest unfinished run whose generated name fits the config
+        (method, data set, seed) is resumed. A run killed before its first checkpoint starts again
+        in its folder.
+
+        Raises:
+            ConfigError: when there is no unfinished run to resume, its checkpoint was written
+                under another config (naming the keys that differ), or the rounds it ran leave
+                client state that cannot be rebuilt.
+        """
+        common = run[CommonSection]
+        config = run.to_run_config()
+        if not common.resume:
+            return RunFolder(common.output_dir, common.run_name_for(plan.label), config, common.seed), None
+        prefix = common.generated_name_prefix(plan.label)
+        name = common.run_name or next(reversed(RunFolder.unfinished(common.output_dir, prefix)), "")
+        if not name:
+            raise ConfigError(
+                f"run-config key 'resume' is true, but output-dir {common.output_dir} holds no unfinished run "
+                f"named {prefix}<time>; set run-name to the run to resume"
+            )
+        try:
+            folder = RunFolder.resume(common.output_dir, name, config)
+        except (FileExistsError, FileNotFoundError) as error:
+            raise ConfigError(f"run-config key 'resume' is true, but {error}") from error
+        if not folder.has_checkpoint:
+            log(INFO, "%s has no round checkpoint yet: the run starts again", folder.path)
+            folder.abort()
+            return RunFolder(common.output_dir, name, config, common.seed), None
+        checkpoint = RoundCheckpoint.load(folder.path)
+        checkpoint.check_config(config, folder.path)
+        failed = sum(checkpoint.recorder["failures"].values())
+        if (obstacle := self.resume_obstacle(run, plan, failed)) is not None:
+            raise ConfigError(f"cannot resume {folder.path}: {obstacle}")
+        log(INFO, "resuming %s after round %d", folder.path, checkpoint.server_round)
+        record = folder.path / RESUMES_FILE
+        resumes = json.loads(record.read_text()) if record.exists() else []
+        now = datetime.now(UTC).isoformat()
+        resumes.append({"after_round": checkpoint.server_round, "at": now, "versions": package_versions()})
+        folder.write_json(RESUMES_FILE, resumes)
+        return folder, checkpoint
 
     def method(self, run: RunConfig, plan: Plan) -> str:
         """The method name of ``summary.json``."""

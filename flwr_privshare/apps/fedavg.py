@@ -110,6 +110,7 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
         seed=derive_seed(common.seed, "train", partition_id, server_round),
         num_server_rounds=common.num_server_rounds,
         recipe=recipe_of(run, data.image_shape, server_round),
+        server_round=server_round,
     )
     trainer = next((p for p in protections if p.replaces_training()), None)
     if trainer is not None:

@@ -48,6 +48,10 @@ class CommonSection(Section):
     public_size: int = setting(5000, "training rows kept for the server (never given to a client)", NON_NEGATIVE_INT)
     samples_per_client: int = setting(0, "cap on each client's partition (0: no cap)", NON_NEGATIVE_INT)
     test_size: int = setting(0, "cap on the test rows of central evaluation (0: all)", NON_NEGATIVE_INT)
+    round_timeout: float = setting(
+        3600.0, 'seconds a round waits for replies; a client that has not answered fails with "timeout"', POSITIVE
+    )
+    resume: bool = setting(False, "continue the unfinished run of this config from its last round checkpoint")
 
     def validate(self) -> None:
         require(bool(self.dataset or self.data_dir), "dataset", self.dataset, "a hub id when data-dir is empty")
@@ -65,4 +69,8 @@ class CommonSection(Section):
     def run_name_for(self, method: str) -> str:
         """``run-name``, or ``<method>-<data set>-s<seed>-<UTC time>``."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        return self.run_name or f"{method}-{self.dataset_label}-s{self.seed}-{stamp}"
+        return self.run_name or f"{self.generated_name_prefix(method)}{stamp}"
+
+    def generated_name_prefix(self, method: str) -> str:
+        """The part of a generated run name before its time stamp (a resume looks for unfinished runs by it)."""
+        return f"{method}-{self.dataset_label}-s{self.seed}-"

@@ -21,6 +21,7 @@ from typing import cast
 import torch
 from flwr.app import ConfigRecord
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -176,6 +177,22 @@ def average_over_copies(params: list[nn.Parameter], copies: int) -> None:
         grad_sample = getattr(param, "grad_sample", None)
         if grad_sample is not None:
             param.grad_sample = grad_sample.view(-1, copies, *grad_sample.shape[1:]).mean(dim=1)  # type: ignore[attr-defined]
+
+
+def rebuilt_history(
+    rounds: int, num_examples: int, *, batch_size: int, epochs: int, noise_multiplier: float
+) -> History:
+    """The accountant history after ``rounds`` rounds of :func:`train_dp_sgd` on ``num_examples`` rows.
+
+    For a resumed run, whose clients start with an empty ``context.state``: every round
+    takes ``epochs * len(loader)`` steps at Opacus's sample rate ``1 / len(loader)`` with the
+    same noise multiplier, and Opacus's accountants merge equal consecutive entries, so the
+    history is one entry. The loader is built as :func:`train_dp_sgd` builds it.
+    """
+    if rounds <= 0:
+        return []
+    loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(torch.zeros(num_examples)), batch_size=batch_size))
+    return [(float(noise_multiplier), float(loader.sample_rate), rounds * epochs * len(loader))]
 
 
 def history_to_record(history: History, accountant: str) -> ConfigRecord:

@@ -51,6 +51,7 @@ class LocalTraining:
     seed: int
     num_server_rounds: int
     recipe: Recipe = field(default_factory=Recipe)
+    server_round: int = 1
 
     def loop_settings(self) -> dict[str, Any]:
         """The keyword arguments every training loop takes: the common settings, the device and the recipe."""
@@ -110,6 +111,15 @@ class Protection:
     def plots(self) -> dict[str, tuple[str, list[str]]]:
         """Further plots of ``rounds.csv``: ``{file stem: (x column, [y columns])}``."""
         return {}
+
+    def resume_obstacle(self, failed_replies: int) -> str | None:
+        """Why a run under this protection cannot continue from a round checkpoint (None: it can).
+
+        A resumed run's clients start with an empty ``context.state``; a protection whose client
+        state cannot be rebuilt from the seed (and the round) says so here. ``failed_replies``:
+        failed replies in the rounds already run (0 when asked before the run).
+        """
+        return None
 
     # -- client side ---------------------------------------------------------------------------
     def client_data(self, data: ImageDataset, context: Context) -> tuple[ImageDataset, dict[str, float]]:

@@ -1,7 +1,8 @@
 """DP-SGD as a protection: every client trains with Opacus, and its accountant persists across rounds.
 
 The accountant's history is kept in ``context.state`` (it never leaves the client), so the
-epsilon a client reports is cumulative over the rounds it took part in. The server reports
+epsilon a client reports is cumulative over the rounds it took part in. A resumed run's
+clients rebuild it from the round number when every client trains every round. The server reports
 the worst client's epsilon: a weighted mean of per-client epsilons means nothing.
 """
 
@@ -13,6 +14,7 @@ from flwr.app import Context, MetricRecord
 from flwr.serverapp.strategy import Result, Strategy
 from torch import nn
 
+from ..config import CommonSection
 from ..config.checks import require
 from ..data import ImageDataset
 from ..dp.section import DPSection
@@ -66,16 +68,27 @@ class DPSGDProtection(Protection):
 
     def train(self, model: nn.Module, data: ImageDataset, context: Context, local: LocalTraining) -> MetricRecord:
         from ..dp import history_from_record, history_to_record, train_dp_sgd
+        from ..dp.dpsgd import rebuilt_history
 
         stored = context.state.config_records.get(STATE_KEY)
         noise_multiplier = self.noise_multiplier(len(data), local)
+        if stored is not None:
+            history = history_from_record(stored)
+        else:  # the first round, or a resumed run: every client trained in every earlier round
+            history = rebuilt_history(
+                local.server_round - 1,
+                len(data),
+                batch_size=local.batch_size,
+                epochs=local.epochs,
+                noise_multiplier=noise_multiplier,
+            )
         result = train_dp_sgd(
             model,
             data,
             noise_multiplier=noise_multiplier,
             max_grad_norm=self.settings.max_grad_norm,
             delta=self.settings.delta,
-            history=history_from_record(stored) if stored is not None else [],
+            history=history,
             seed=local.seed,
             accountant=self.settings.dp_accountant,
             augmentation_multiplicity=self.settings.augmentation_multiplicity,
@@ -83,6 +96,20 @@ class DPSGDProtection(Protection):
         )
         context.state[STATE_KEY] = history_to_record(result.history, self.settings.dp_accountant)
         return MetricRecord({"loss": result.loss, "epsilon": result.epsilon, "noise-multiplier": noise_multiplier})
+
+    def resume_obstacle(self, failed_replies: int) -> str | None:
+        """A resumed client rebuilds its accountant history assuming it trained in every earlier round."""
+        if self.run[CommonSection].fraction_train < 1:
+            return (
+                "dp-sgd keeps each client's accountant history in context.state; with fraction-train < 1 a resumed "
+                "client cannot know in which earlier rounds it trained, so its epsilon could not be rebuilt"
+            )
+        if failed_replies:
+            return (
+                f"dp-sgd: {failed_replies} replies failed in the rounds already run, so which clients completed "
+                "which rounds (their accountant histories) cannot be rebuilt"
+            )
+        return None
 
     def report(self, strategy: Strategy, result: Result) -> dict[str, Any]:
         """The DP-SGD guarantee of the run: the worst client's cumulative epsilon."""

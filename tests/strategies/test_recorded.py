@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -17,10 +18,11 @@ from flwr_privshare.apps.dpm import ContentOrderedFedAvg
 from flwr_privshare.apps.fedavg import aggregate_client_metrics
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
+from flwr_privshare.strategies.recorded import MAX_REASON_CHARS, truncated
 
 
-def reply(weights: np.ndarray, examples: int) -> Message:
-    instruction = Message(content=RecordDict(), dst_node_id=5, message_type=MessageType.TRAIN)
+def reply(weights: np.ndarray, examples: int, instruction: Message | None = None) -> Message:
+    instruction = instruction or Message(content=RecordDict(), dst_node_id=5, message_type=MessageType.TRAIN)
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(weights)}),
@@ -94,7 +96,7 @@ class EchoGrid:
                 replies.append(Message(error=Error(code=2, reason="boom"), reply_to=msg))
                 continue
             weights = msg.content.array_records["arrays"]["w"].numpy() + 0.01
-            replies.append(reply(weights.astype(np.float32), 10))
+            replies.append(reply(weights.astype(np.float32), 10, msg))
         return replies
 
 
@@ -166,8 +168,14 @@ def test_a_run_in_which_every_reply_fails_keeps_the_initial_model_and_records_wh
     assert [(row["train_replies"], row["train_failures"]) for row in rows[1:]] == [("0", "2"), ("0", "2")]
     wire = json.loads((folder.path / "wire.json").read_text())
     assert [entry["errors"] for entry in wire] == [
-        [{"code": 3, "reason": "ClientApp raised ValueError('disk full')"}] * 2
+        [{"node_id": node, "code": 3, "reason": "ClientApp raised ValueError('disk full')"} for node in (1, 2)]
     ] * 2
+    assert strategy.failed_clients() == [
+        {"node_id": 1, "partition_id": None, "failures": 2},
+        {"node_id": 2, "partition_id": None, "failures": 2},
+    ]
+    failures = json.loads((folder.path / "failures.json").read_text())
+    assert [(entry["round"], entry["node_id"]) for entry in failures] == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
 def test_evaluate_replies_are_audited_and_client_metric_names_are_not_prefixed_twice(tmp_path: Path) -> None:
@@ -190,3 +198,29 @@ def test_the_dpm_bootstrap_aggregates_in_content_order() -> None:
     second, _ = strategy.aggregate_train(1, replies[::-1])
     assert first is not None and second is not None
     assert first["w"].numpy().tobytes() == second["w"].numpy().tobytes()
+
+
+def test_a_long_error_text_keeps_its_start_and_its_end() -> None:
+    reason = "Traceback (most recent call last):\n" + "  frame\n" * 1000 + "RuntimeError: the real cause"
+    short = truncated(reason)
+    assert len(short) <= MAX_REASON_CHARS + len(" [...] ")
+    assert short.startswith("Traceback") and short.endswith("RuntimeError: the real cause")
+    assert truncated("short") == "short"
+
+
+class SilentGrid(ClientsGrid):
+    """Node 2 never answers: its reply is missing when the round's timeout ends."""
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
+        return [self.answer(message) for message in messages if message.metadata.dst_node_id != 2]
+
+
+def test_a_node_without_a_reply_by_the_timeout_counts_as_failed_and_the_others_aggregate(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path, "run", {}, seed=0)
+    strategy = Recorded(FedAvg(fraction_evaluate=0.0, min_available_nodes=1), folder)
+    initial = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    result = strategy.start(SilentGrid(3, trained), initial, num_rounds=1, timeout=0.1)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(result.arrays["w"].numpy(), np.ones(3))
+    assert strategy.failure_log == [
+        {"round": 1, "stage": "train", "node_id": 2, "code": ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "reason": "timeout"}
+    ]
