@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr_privshare.launch import RunConfigValue, run_app
+from flwr_privshare.results import CHECKPOINT_NAME
 from flwr_privshare.summary import RunSummary, load_summary
 
 SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
@@ -24,8 +25,9 @@ def run_summary(
 ) -> RunSummary:
     """Run ``simulations/<app>`` as run folder ``name`` under ``output_dir``; return its summary.
 
-    A finished run folder of that name is read instead of run again, so an interrupted study
-    resumes where it stopped (delete a folder to run it again).
+    A finished run folder of that name is read instead of run again, and an unfinished one with a
+    round checkpoint is resumed (``resume = true``), so an interrupted study continues where it
+    stopped (delete a folder to run it again).
 
     Raises:
         SystemExit: the run did not complete (its log tail is in the message).
@@ -33,6 +35,8 @@ def run_summary(
     if (output_dir / name / "summary.json").is_file():
         return load_summary(output_dir / name)
     config = {**config, "output-dir": str(output_dir.resolve()), "run-name": name}
+    if (output_dir / f".{name}.incomplete" / CHECKPOINT_NAME).is_file():
+        config["resume"] = True
     federation = f"num-supernodes={num_clients} client-resources-num-cpus=1"
     outcome = run_app(SIMULATIONS / app, config, federation, isolated=True)
     if not outcome.completed:

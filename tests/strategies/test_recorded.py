@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps.dpm import ContentOrderedFedAvg
 from flwr_privshare.apps.fedavg import aggregate_client_metrics
+from flwr_privshare.checkpoint import RoundCheckpoint
+from flwr_privshare.config import ConfigError
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
 from flwr_privshare.strategies.recorded import MAX_REASON_CHARS, truncated
@@ -224,3 +226,31 @@ def test_a_node_without_a_reply_by_the_timeout_counts_as_failed_and_the_others_a
     assert strategy.failure_log == [
         {"round": 1, "stage": "train", "node_id": 2, "code": ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "reason": "timeout"}
     ]
+
+
+def test_a_checkpoint_restored_into_a_new_recorder_continues_as_the_uninterrupted_run(tmp_path: Path) -> None:
+    # The API of a user's own ServerApp: RunFolder.resume + RoundCheckpoint.load + Recorded.restore.
+    initial = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    config = {"rounds": 3}
+
+    def momentum() -> FedAvgM:  # the server momentum is state the checkpoint must carry
+        return FedAvgM(fraction_evaluate=0.0, min_available_nodes=1, server_momentum=0.9)
+
+    reference = Recorded(momentum(), RunFolder(tmp_path, "reference", config, seed=0))
+    expected = reference.start(ClientsGrid(2, trained), initial, num_rounds=3)  # type: ignore[arg-type]
+
+    stopped = RunFolder(tmp_path, "run", config, seed=0)
+    Recorded(momentum(), stopped).start(ClientsGrid(2, trained), initial, num_rounds=2)  # type: ignore[arg-type]
+    stopped.resumable = True  # as if killed after round 2: the folder keeps its checkpoint
+
+    folder = RunFolder.resume(tmp_path, "run", config)
+    checkpoint = RoundCheckpoint.load(folder.path)
+    checkpoint.check_config(config, folder.path)
+    recorded = Recorded(momentum(), folder)
+    recorded.restore(checkpoint)
+    result = recorded.start(ClientsGrid(2, trained), initial, num_rounds=3)  # type: ignore[arg-type]
+    assert checkpoint.server_round == 2
+    assert result.arrays["w"].numpy().tobytes() == expected.arrays["w"].numpy().tobytes()
+    assert [row["round"] for row in folder.rounds] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="differing keys: 'rounds': 3 -> 4"):
+        checkpoint.check_config({"rounds": 4}, folder.path)
