@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +124,9 @@ def _status(run_id: int, env: Mapping[str, str]) -> str:
     return str(_flwr_json(["ls", "--run-id", str(run_id)], env, "runs")["runs"][0]["status"])
 
 
-def _follow_log(run_id: int, env: Mapping[str, str], timeout_s: float, echo: bool) -> str:
+def _follow_log(
+    run_id: int, env: Mapping[str, str], timeout_s: float, echo: bool, on_line: Callable[[str], None] | None
+) -> str:
     """Stream ``flwr log`` until the run ends (it exits then); stop the run after ``timeout_s``."""
     lines: list[str] = []
     with subprocess.Popen(
@@ -138,6 +140,8 @@ def _follow_log(run_id: int, env: Mapping[str, str], timeout_s: float, echo: boo
             assert stream.stdout is not None
             for line in stream.stdout:
                 lines.append(line)
+                if on_line is not None:
+                    on_line(line)
                 if echo:
                     print(line, end="", flush=True)
         finally:
@@ -174,6 +178,7 @@ def run_app(
     timeout_s: float = 3600.0,
     poll_s: float = 5.0,
     echo: bool = False,
+    on_line: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Submit ``app_dir`` with ``flwr run``, wait until it finishes, and return the outcome.
 
@@ -186,12 +191,13 @@ def run_app(
         timeout_s: stop the run (``flwr stop``) after this many seconds.
         poll_s: seconds between status checks if the log stream ends before the run.
         echo: print the run's log while it runs.
+        on_line: called with every line of the run's log as it arrives (progress displays).
     """
     check_run_config(app_dir, run_config)
     if isolated and superlink is None:
         with LocalSuperLink() as private:
-            return _submit_and_wait(app_dir, run_config, federation_config, private, timeout_s, poll_s, echo)
-    return _submit_and_wait(app_dir, run_config, federation_config, superlink, timeout_s, poll_s, echo)
+            return _submit_and_wait(app_dir, run_config, federation_config, private, timeout_s, poll_s, echo, on_line)
+    return _submit_and_wait(app_dir, run_config, federation_config, superlink, timeout_s, poll_s, echo, on_line)
 
 
 def _submit_and_wait(
@@ -202,6 +208,7 @@ def _submit_and_wait(
     timeout_s: float,
     poll_s: float,
     echo: bool,
+    on_line: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     env = dict(os.environ)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
@@ -214,7 +221,7 @@ def _submit_and_wait(
     if federation_config:
         args += ["--federation-config", federation_config]
     run_id = int(_flwr_json(args, env, "run-id")["run-id"])
-    log = _follow_log(run_id, env, timeout_s, echo)
+    log = _follow_log(run_id, env, timeout_s, echo, on_line)
     status = _status(run_id, env)
     while not status.startswith("finished"):  # the log stream ended early
         time.sleep(poll_s)

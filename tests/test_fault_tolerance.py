@@ -94,7 +94,7 @@ def test_a_run_in_which_every_client_fails_keeps_its_model_and_finishes(
 
 
 def test_a_client_that_hangs_past_the_round_timeout_fails_with_timeout(tmp_path: Path, data_root: Path) -> None:
-    faults = {"sleep-partition": 2, "sleep-seconds": 8.0, "sleep-round": 1, "round-timeout": 3.0}
+    faults = {"sleep-partition": 2, "sleep-seconds": 6.0, "sleep-round": 1, "round-timeout": 3.0}
     folder = run_in_process(EXPERIMENT, 4, tiny(data_root, tmp_path, **faults))
     rows = read(folder, "rounds.csv")
     assert [(row["train_replies"], row["train_failures"]) for row in rows[1:]] == [("3", "1"), ("4", "0")]
@@ -232,7 +232,7 @@ def test_failing_and_hanging_clients_under_flwr_run_and_ray(
 ) -> None:
     # 4 SuperNodes on 2 Ray actors: partition 0 raises in every round, partition 1 sleeps past the
     # round timeout in round 1 (the timeout leaves time for the first round's actor start-up).
-    faults = {"fail-partitions": "0", "sleep-partition": 1, "sleep-seconds": 36.0, "round-timeout": 30.0}
+    faults = {"fail-partitions": "0", "sleep-partition": 1, "sleep-seconds": 25.0, "round-timeout": 20.0}
     config = tiny(data_root, tmp_path, **faults)
     outcome = run_app(FAULTY_APP, config, "num-supernodes=4 client-resources-num-cpus=1", superlink=superlink)
     assert outcome.completed, outcome.log[-4000:]

@@ -1,0 +1,152 @@
+"""The sweep's tables and plots: one row per cell, and per method and client count the mean and spread over seeds.
+
+Writes into the sweep's output folder: ``sweep.csv`` (one row per cell, every column of
+``privshare-report`` plus the round time), ``sweep.json`` (the cells, the aggregates, the spec and
+package versions), ``sweep.md`` (the aggregate table) and the plots ``accuracy_vs_clients.png``,
+``epsilon_vs_clients.png`` (DP methods), ``round_time_vs_clients.png`` and ``attack_vs_clients.png``
+(when some cell was attacked).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..report import HEADLINE_ATTACKS, row_of, worst_case
+from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text, package_versions
+from .runner import CellOutcome
+from .spec import SweepSpec
+
+#: Per (method, clients): the columns averaged over seeds, and their labels.
+AGGREGATED = {
+    "accuracy": "accuracy",
+    "epsilon": "epsilon",
+    "round_time_s": "round time (s)",
+    "attack_auc": "strongest membership AUC",
+}
+
+
+def round_time(folder: Path) -> float | None:
+    """Mean seconds per round from ``rounds.csv``'s ``elapsed_s`` (round 0 to the last round)."""
+    rows = list(csv.DictReader((folder / "rounds.csv").open()))
+    if len(rows) < 2:
+        return None
+    return (float(rows[-1]["elapsed_s"]) - float(rows[0]["elapsed_s"])) / (len(rows) - 1)
+
+
+def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
+    """One CSV row: the cell, its status, and for a finished cell everything ``privshare-report`` reads."""
+    cell = outcome.cell
+    row: dict[str, Any] = {
+        "cell": cell.name,
+        "method_name": cell.method,
+        "num_clients": cell.num_clients,
+        "seed": cell.seed,
+        "status": outcome.status,
+        "reason": outcome.reason,
+    }
+    folder = spec.runs_dir / cell.name
+    if (folder / "summary.json").is_file():
+        row.update(row_of(folder))
+        row["round_time_s"] = round_time(folder)
+        aucs = [found[1] for attack in HEADLINE_ATTACKS if (found := worst_case(row, attack))]
+        row["attack_auc"] = max(aucs) if aucs else None
+    return row
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and client count: the number of finished seeds and, per :data:`AGGREGATED` column, mean and std."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method_name"], row["num_clients"]), []).append(row)
+    table = []
+    for (method, clients), members in groups.items():
+        entry: dict[str, Any] = {"method_name": method, "num_clients": clients, "seeds": len(members)}
+        entry["finished"] = sum(1 for row in members if "accuracy" in row)
+        for column in AGGREGATED:
+            values = [float(row[column]) for row in members if row.get(column) is not None]
+            entry[f"{column}_mean"] = statistics.fmean(values) if values else None
+            entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        table.append(entry)
+    return table
+
+
+def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequence[CellOutcome]) -> str:
+    """The aggregate table (mean ± std over seeds), and the failed cells."""
+    columns = [column for column in AGGREGATED if any(row[f"{column}_mean"] is not None for row in table)]
+    header = ["method", "clients", "seeds finished", *(AGGREGATED[column] for column in columns)]
+    lines = [
+        f"Sweep `{spec.path.name}` of `{spec.app.name}`: {len(spec.methods)} methods x clients {spec.clients} x "
+        f"seeds {spec.seeds}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in table:
+        cells = [row["method_name"], str(row["num_clients"]), f"{row['finished']}/{row['seeds']}"]
+        for column in columns:
+            mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+            if mean is None:
+                cells.append("-")
+            elif column == "accuracy":
+                cells.append(f"{mean:.1%} ± {std:.1%}")
+            else:
+                cells.append(f"{mean:.3g} ± {std:.2g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    if failed:
+        lines += ["", "Failed cells:", ""] + [f"- `{outcome.cell.name}`: {outcome.reason}" for outcome in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot_against_clients(spec: SweepSpec, table: Sequence[dict[str, Any]], column: str, stem: str) -> bool:
+    """One line per method: ``column``'s mean against the client count, the std as error bars; False if no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = {row["method_name"] for row in table if row[f"{column}_mean"] is not None}
+    if not methods:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for method in sorted(methods):
+        points = sorted(
+            (row["num_clients"], row[f"{column}_mean"], row[f"{column}_std"])
+            for row in table
+            if row["method_name"] == method and row[f"{column}_mean"] is not None
+        )
+        xs, ys, errors = zip(*points, strict=True)
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("clients")
+    ax.set_ylabel(AGGREGATED[column])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    RunFolder.existing(spec.output_dir).save_figure(stem, fig)
+    return True
+
+
+def write_report(spec: SweepSpec, outcomes: Sequence[CellOutcome]) -> Path:
+    """Write every output of the sweep (see the module docstring); return ``sweep.md``'s path."""
+    rows = [cell_row(spec, outcome) for outcome in outcomes]
+    table = aggregate(rows)
+    atomic_write_csv(spec.output_dir / "sweep.csv", rows)
+    atomic_write_json(
+        spec.output_dir / "sweep.json",
+        {"spec": str(spec.path), "cells": rows, "aggregates": table, "versions": package_versions()},
+    )
+    for column, stem in (
+        ("accuracy", "accuracy_vs_clients"),
+        ("epsilon", "epsilon_vs_clients"),
+        ("round_time_s", "round_time_vs_clients"),
+        ("attack_auc", "attack_vs_clients"),
+    ):
+        plot_against_clients(spec, table, column, stem)
+    path = spec.output_dir / "sweep.md"
+    atomic_write_text(path, markdown(spec, table, outcomes))
+    return path

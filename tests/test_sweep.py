@@ -1,0 +1,115 @@
+"""privshare-sweep: the spec is checked before anything runs; cells run, resume, fail alone, and are reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from flwr_privshare.sweep import SpecError, load_spec, run_sweep, write_report
+from flwr_privshare.sweep.__main__ import main
+from flwr_privshare.sweep.report import aggregate
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTY_APP = ROOT / "tests" / "faulty_app"
+
+
+def write_spec(tmp_path: Path, data_root: Path, text: str = "", methods: str = "") -> Path:
+    """A spec over the faulty test app on tiny MNIST runs, with ``text`` added at the top level."""
+    methods = methods or (
+        '[methods.plain]\nprotection = "none"\n\n'
+        '[methods.dp-fedavg]\nprotection = "dp-fedavg"\nfail-partitions = "0"\n'  # one client raises every round
+    )
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(
+        f'app = "{FAULTY_APP}"\noutput-dir = "out"\nclients = [2, 3]\nseeds = [7]\n{text}\n'
+        "federation = { client-resources-num-cpus = 1 }\n\n"
+        f'[base]\ndata-dir = "{data_root / "mnist"}"\ndataset = "ylecun/mnist"\nnum-server-rounds = 1\n'
+        "samples-per-client = 16\ntest-size = 64\npublic-size = 0\nbatch-size = 16\n\n" + methods
+    )
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("text", "methods", "chosen", "message"),
+    [
+        ("seed = 3", "", None, "unknown key 'seed' \\(did you mean 'seeds'\\?\\)"),
+        ("", "", ["plain", "dp-fedavgg"], "method 'dp-fedavgg' is not in the spec \\(did you mean 'dp-fedavg'\\?\\)"),
+        ("", '[methods.m]\nprotection = "nope"\n', None, "methods.m \\(with base\\): run-config key 'protection' is"),
+        ("", "[methods.m]\nlearning-rat = 0.1\n", None, "methods.m \\(with base\\): .*'learning-rat'.*'learning-rate'"),
+        ("", "[methods.m]\nseed = 3\n", None, "methods.m.seed: the sweep sets output-dir, run-name, seed"),
+        ("attacks = { names = ['lora'] }", "", None, "attacks.names: \\['lora'\\]; each must be one of"),
+    ],
+)
+def test_a_bad_spec_fails_naming_the_field(
+    tmp_path: Path, data_root: Path, text: str, methods: str, chosen: list[str] | None, message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(write_spec(tmp_path, data_root, text, methods), chosen)
+
+
+def test_a_non_positive_client_count_fails_before_anything_runs(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root)
+    spec.write_text(spec.read_text().replace("clients = [2, 3]", "clients = [2, 0]"))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(spec)])
+    assert stopped.value.code == 2 and "clients: 0 is not a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_aggregates_are_the_mean_and_spread_over_seeds() -> None:
+    rows = [
+        {"method_name": "a", "num_clients": 10, "accuracy": 0.5, "epsilon": None, "round_time_s": 2.0},
+        {"method_name": "a", "num_clients": 10, "accuracy": 0.7, "epsilon": None, "round_time_s": 4.0},
+        {"method_name": "a", "num_clients": 10, "status": "failed"},
+    ]
+    (entry,) = aggregate(rows)
+    assert (entry["seeds"], entry["finished"]) == (3, 2)
+    assert entry["accuracy_mean"] == pytest.approx(0.6) and entry["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert entry["epsilon_mean"] is None and entry["round_time_s_mean"] == pytest.approx(3.0)
+
+
+def test_a_small_sweep_runs_every_cell_reports_it_and_reruns_nothing(tmp_path: Path, data_root: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, data_root))
+    outcomes = run_sweep(spec, progress=False)
+    assert [(o.cell.name, o.status) for o in outcomes] == [
+        ("plain-c2-s7", "ran"),
+        ("plain-c3-s7", "ran"),
+        ("dp-fedavg-c2-s7", "ran"),
+        ("dp-fedavg-c3-s7", "ran"),
+    ]
+    write_report(spec, outcomes)
+    out = tmp_path / "out"
+    rows = {row["cell"]: row for row in csv.DictReader((out / "sweep.csv").open())}
+    assert rows["plain-c3-s7"]["clients"] == "3" and rows["plain-c3-s7"]["epsilon"] == ""
+    assert float(rows["dp-fedavg-c2-s7"]["epsilon"]) > 0
+    summary = json.loads((out / "runs" / "dp-fedavg-c3-s7" / "summary.json").read_text())
+    assert summary["client_failures"] == 1 and summary["seed"] == 7  # the raising client is counted, the run went on
+    for plot in ("accuracy_vs_clients", "epsilon_vs_clients", "round_time_vs_clients"):
+        assert (out / f"{plot}.png").stat().st_size > 1000
+    assert "| dp-fedavg | 3 | 1/1 |" in (out / "sweep.md").read_text()
+
+    modified = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("summary.json")}
+    again = run_sweep(spec, progress=False)
+    assert [o.status for o in again] == ["skipped"] * 4
+    assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("summary.json")} == modified
+
+
+def test_a_failed_cell_is_recorded_with_its_log_and_the_sweep_goes_on(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    methods = f'[methods.broken]\ndata-dir = "{tmp_path / "missing"}"\n\n[methods.plain]\nprotection = "none"\n'
+    spec = write_spec(tmp_path, data_root, methods=methods)
+    spec.write_text(spec.read_text().replace("clients = [2, 3]", "clients = [2]"))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(spec), "--quiet"])
+    assert stopped.value.code == 1
+    out = tmp_path / "out"
+    assert "not a readable folder" in (out / "failed" / "broken-c2-s7.log").read_text()
+    assert (out / "runs" / "plain-c2-s7" / "summary.json").is_file()
+    assert not (out / "runs" / "broken-c2-s7").exists()
+    assert "- `broken-c2-s7`: the run ended finished:failed" in (out / "sweep.md").read_text()
