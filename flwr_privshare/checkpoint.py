@@ -34,7 +34,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import Result, Strategy
 
 from .config.checks import ConfigError
-from .results import CHECKPOINT_NAME, atomic_target
+from .results import CHECKPOINT_NAME, atomic_torch_save
 
 CHECKPOINT_FILE = CHECKPOINT_NAME
 #: The run-config key that asks for a resume; it is the one key a resumed run may change.
@@ -94,8 +94,7 @@ class RoundCheckpoint:
 
     def save(self, folder: Path) -> None:
         """Write ``checkpoint.pt`` into ``folder``, atomically."""
-        with atomic_target(folder / CHECKPOINT_FILE) as temporary:
-            torch.save(self, temporary)
+        atomic_torch_save(self, folder / CHECKPOINT_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> RoundCheckpoint:

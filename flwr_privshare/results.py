@@ -67,6 +67,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save(obj)`` to ``path``, atomically. Saved through a file handle, so the archive's inner
+    folder is ``archive/`` and not the temporary file's random name: equal objects give equal bytes."""
+    import torch
+
+    with atomic_target(path) as temporary, temporary.open("wb") as handle:
+        torch.save(obj, handle)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -24,21 +24,24 @@ class InProcessGrid:
     at once, so there the round's deadline is every node's).
     """
 
-    def __init__(self, experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> None:
+    def __init__(
+        self, experiment: Experiment, num_nodes: int, run_config: dict[str, Any], node_ids: list[int] | None = None
+    ) -> None:
         self.experiment = experiment
+        node_ids = node_ids or list(range(1, num_nodes + 1))  # node_ids[i] holds partition i
         self.contexts = {
             node: Context(
                 run_id=1,
                 node_id=node,
-                node_config={"partition-id": node - 1, "num-partitions": num_nodes},
+                node_config={"partition-id": partition, "num-partitions": num_nodes},
                 state=RecordDict(),
                 run_config=run_config,
             )
-            for node in range(1, num_nodes + 1)
+            for partition, node in enumerate(node_ids)
         }
 
     def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
+        return sorted(self.contexts)  # like a SuperLink: by node id, which says nothing of the partition
 
     def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
         replies: list[Message] = []
@@ -61,9 +64,12 @@ class InProcessGrid:
         replies.append(reply)
 
 
-def run_in_process(experiment: Experiment, num_nodes: int, run_config: dict[str, Any]) -> Any:
-    """``experiment.run`` with ``num_nodes`` in-process clients; returns the run folder."""
+def run_in_process(
+    experiment: Experiment, num_nodes: int, run_config: dict[str, Any], node_ids: list[int] | None = None
+) -> Any:
+    """``experiment.run`` with ``num_nodes`` in-process clients (node ``node_ids[i]``, default ``i + 1``, holds
+    partition ``i``); returns the run folder."""
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    grid = InProcessGrid(experiment, num_nodes, run_config)
+    grid = InProcessGrid(experiment, num_nodes, run_config, node_ids)
     server = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     return experiment.run(grid, server)  # type: ignore[arg-type]

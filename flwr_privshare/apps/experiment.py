@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from logging import INFO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, MetricRecordValues
 from flwr.clientapp import ClientApp
 from flwr.common import log
@@ -42,10 +41,11 @@ from ..data import ImageDataset
 from ..environment import check_data_dir, check_free_disk, check_output_dir, expected_run_bytes
 from ..models import ImageClassifier, build_model
 from ..protections import Protection, method_name, registered_protections
-from ..results import RunFolder, atomic_target, package_versions
+from ..results import RunFolder, atomic_torch_save, package_versions
 from ..seeding import derive_seed
 from ..summary import RunSummary
 from ..train import evaluate, get_device
+from .node_order import PartitionOrderedGrid, answer_partition_query, is_partition_query
 
 Plots = dict[str, tuple[str, list[str]]]
 #: Written into a run folder that was resumed: after which round, when, and with which package versions.
@@ -140,8 +140,11 @@ class Experiment(ABC):
         """The ClientApp's train handler."""
 
     def query(self, msg: Message, context: Context) -> Message:
-        """The ClientApp's query handler: the GAN attack's audit asks the attacker's node for ``G(z)``
-        (every other node, and every node of a run without the attack, replies with nothing)."""
+        """The ClientApp's query handler: the server asks every node for its partition once when it samples
+        clients (:mod:`~flwr_privshare.apps.node_order`); the GAN attack's audit asks the attacker's node for
+        ``G(z)`` (every other node, and every node of a run without the attack, replies with nothing)."""
+        if is_partition_query(msg):
+            return answer_partition_query(msg, context)
         return answer_audit(msg, context)
 
     def details(self, run: RunConfig, plan: Plan, strategy: Strategy, result: Result) -> dict[str, Any]:
@@ -187,6 +190,8 @@ class Experiment(ABC):
         common = run[CommonSection]
         check_output_dir(common.output_dir)
         check_data_dir(common.data_dir)
+        if common.fraction_train < 1:  # sampled clients: the same partitions in every run with this seed
+            grid = cast(Grid, PartitionOrderedGrid(grid, timeout=common.round_timeout))
         plan = self.prepare(run, grid)
         obstacle = self.resume_obstacle(run, plan, 0)
         if common.resume and obstacle is not None:
@@ -220,8 +225,7 @@ class Experiment(ABC):
             )
             strategy = recorded.strategy
             plan.model.load_state_dict(result.arrays.to_torch_state_dict())
-            with atomic_target(folder.path / "model.pt") as temporary:
-                torch.save(plan.model.state_dict(), temporary)
+            atomic_torch_save(plan.model.state_dict(), folder.path / "model.pt")
             privacy = self.privacy(run, plan, strategy, result)
             finished = FinishedRun(
                 run,

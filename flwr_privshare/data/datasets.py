@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from ..results import atomic_target
+from ..results import atomic_torch_save
 
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMN = "label"
@@ -159,14 +159,9 @@ def _load_cached(key: str, read_table: Callable[[], pa.Table]) -> ImageDataset:
         data = ImageDataset(stored["images"], stored["labels"], int(stored["num_classes"]))
     else:
         data = decode_table(read_table())
-        _atomic_torch_save({"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path)
+        atomic_torch_save({"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path)
     _MEMORY_CACHE[key] = data
     return data
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    with atomic_target(path) as temporary:
-        torch.save(obj, temporary)
 
 
 def decode_table(table: pa.Table) -> ImageDataset:

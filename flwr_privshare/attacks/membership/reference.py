@@ -39,7 +39,7 @@ from ...protections import ProtectionSection, resolve_protections
 from ...protections.base import LocalTraining
 from ...recipe import Recipe
 from ...recipe.section import RecipeSection, recipe_of, server_optimizer_of
-from ...results import atomic_target
+from ...results import atomic_torch_save
 from ...seeding import derive_seed, seeded
 from ...train import train
 
@@ -160,8 +160,7 @@ class ReferenceTrainer:
         rows = pool.subset(np.flatnonzero(membership))
         model = self.train(rows, index) if self.training == "centralised" else self.train_federated(rows, index)
         if path is not None:
-            with atomic_target(path) as temporary:
-                torch.save(model.state_dict(), temporary)
+            atomic_torch_save(model.state_dict(), path)
         return model
 
     def train(self, data: ImageDataset, index: int) -> ImageClassifier:
