@@ -109,3 +109,35 @@ def test_a_folder_with_one_file_is_split_per_class_the_same_way_every_time(data_
     assert not digests[0] & digests[1] and len(digests[0] | digests[1]) == len(whole)
     first_test_rows = [int(torch.nonzero(whole.labels == label)[0]) for label in range(40)]
     assert torch.equal(test.images[test.labels == 0][0], whole.images[first_test_rows[0]])  # file order, no seed
+
+
+@pytest.mark.parametrize("partitioner", ["iid", "dirichlet"])
+def test_a_process_builds_a_runs_partitioner_once_and_serves_every_client_from_it(
+    data_root: Path, partitioner: str
+) -> None:
+    from flwr_privshare.config import CommonSection
+    from flwr_privshare.data import client_rows
+    from flwr_privshare.data.partitions import _run_partitioner
+
+    common = CommonSection(
+        dataset="ylecun/mnist", data_dir=str(data_root / "mnist"), public_size=1000, seed=5, partitioner=partitioner
+    )
+    _run_partitioner.cache_clear()
+    rows = [client_rows(common, partition, 7) for partition in range(7)]
+    assert _run_partitioner.cache_info().misses == 1 and _run_partitioner.cache_info().hits == 6
+    train = load_split("ylecun/mnist", "train", str(data_root / "mnist"))
+    _, private = split_public(len(train), 1000, seed=5)
+    for partition in (0, 3, 6):  # the same rows as flwr-datasets gives for one partition on its own
+        expected = partition_rows(
+            train.labels, private, partitioner=partitioner, num_partitions=7, partition_id=partition, seed=5
+        )
+        assert np.array_equal(rows[partition], expected)
+
+
+def test_the_decoded_data_set_is_memory_mapped_from_the_disk_cache(data_root: Path) -> None:
+    import flwr_privshare.data.datasets as data
+
+    load_split("ylecun/mnist", "train", str(data_root / "mnist"))
+    cached = {str(path) for path in data.cache_dir().glob("*.pt")}
+    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(".pt")}
+    assert cached & mapped  # one copy in the page cache, shared by every process that loads it

@@ -150,16 +150,22 @@ _MEMORY_CACHE: dict[str, ImageDataset] = {}
 
 
 def _load_cached(key: str, read_table: Callable[[], pa.Table]) -> ImageDataset:
-    """Return the decoded data set for ``key`` from memory, disk, or by decoding ``read_table()``."""
+    """Return the decoded data set for ``key`` from memory, or memory-mapped from the disk cache (decoding
+    ``read_table()`` into it first if needed).
+
+    Memory-mapped, the decoded images are one copy in the page cache shared by every process of the
+    machine (the ServerApp and every Ray actor), not one copy per process.
+    """
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
     path = cache_dir() / f"{key}.pt"
-    if path.is_file():
-        stored = torch.load(path, weights_only=True)
-        data = ImageDataset(stored["images"], stored["labels"], int(stored["num_classes"]))
-    else:
-        data = decode_table(read_table())
-        atomic_torch_save({"images": data.images, "labels": data.labels, "num_classes": data.num_classes}, path)
+    if not path.is_file():
+        decoded = decode_table(read_table())
+        atomic_torch_save(
+            {"images": decoded.images, "labels": decoded.labels, "num_classes": decoded.num_classes}, path
+        )
+    stored = torch.load(path, weights_only=True, mmap=True)
+    data = ImageDataset(stored["images"], stored["labels"], int(stored["num_classes"]))
     _MEMORY_CACHE[key] = data
     return data
 

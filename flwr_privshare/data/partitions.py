@@ -8,7 +8,8 @@ partitioners, addressed by partition id and seeded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ import torch
 from .datasets import LABEL_COLUMN, DataError, ImageDataset, load_split
 
 if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
+
     from ..config.common import CommonSection
 
 PARTITIONERS = ("iid", "dirichlet")
@@ -29,6 +32,39 @@ def split_public(num_rows: int, public_size: int, seed: int) -> tuple[np.ndarray
     return order[:public_size], order[public_size:]
 
 
+def build_partitioner(
+    labels: torch.Tensor,
+    rows: np.ndarray,
+    *,
+    partitioner: str,
+    num_partitions: int,
+    seed: int,
+    dirichlet_alpha: float = 0.5,
+) -> Partitioner:
+    """The flwr-datasets partitioner of ``rows`` (indices into ``labels``), its data set assigned.
+
+    Args:
+        labels: labels of the whole split.
+        rows: candidate rows, already shuffled with the run seed (``IidPartitioner`` cuts
+            contiguous shards of the rows as given).
+        partitioner: "iid" or "dirichlet" (``DirichletPartitioner`` over the labels).
+    """
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+
+    if partitioner not in PARTITIONERS:
+        raise DataError(f"partitioner must be one of {PARTITIONERS}, got {partitioner!r}")
+    impl: Partitioner
+    if partitioner == "iid":
+        impl = IidPartitioner(num_partitions=num_partitions)
+    else:
+        impl = DirichletPartitioner(
+            num_partitions=num_partitions, partition_by=LABEL_COLUMN, alpha=dirichlet_alpha, seed=seed
+        )
+    impl.dataset = Dataset.from_dict({LABEL_COLUMN: labels[rows].tolist(), "row": rows.tolist()})
+    return impl
+
+
 def partition_rows(
     labels: torch.Tensor,
     rows: np.ndarray,
@@ -39,45 +75,40 @@ def partition_rows(
     seed: int,
     dirichlet_alpha: float = 0.5,
 ) -> np.ndarray:
-    """The ``rows`` (indices into ``labels``) that belong to ``partition_id``, via flwr-datasets.
-
-    Args:
-        labels: labels of the whole split.
-        rows: candidate rows, already shuffled with the run seed (``IidPartitioner`` cuts
-            contiguous shards of the rows as given).
-        partitioner: "iid" or "dirichlet" (``DirichletPartitioner`` over the labels).
-    """
-    from datasets import Dataset
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
-
-    if partitioner not in PARTITIONERS:
-        raise DataError(f"partitioner must be one of {PARTITIONERS}, got {partitioner!r}")
+    """The ``rows`` (indices into ``labels``) that belong to ``partition_id``, via flwr-datasets
+    (see :func:`build_partitioner`)."""
     if not 0 <= partition_id < num_partitions:
         raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
-    impl: Partitioner
-    if partitioner == "iid":
-        impl = IidPartitioner(num_partitions=num_partitions)
-    else:
-        impl = DirichletPartitioner(
-            num_partitions=num_partitions, partition_by=LABEL_COLUMN, alpha=dirichlet_alpha, seed=seed
-        )
-    impl.dataset = Dataset.from_dict({LABEL_COLUMN: labels[rows].tolist(), "row": rows.tolist()})
+    impl = build_partitioner(
+        labels, rows, partitioner=partitioner, num_partitions=num_partitions, seed=seed, dirichlet_alpha=dirichlet_alpha
+    )
     return np.asarray(impl.load_partition(partition_id)["row"], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _run_partitioner(key: tuple[Any, ...], num_partitions: int) -> Partitioner:
+    """The partitioner of a run's private rows, built once per process and key (``key`` names the data set, the
+    public split, the partitioner and its seed), not once per client call: a Ray actor serves many clients."""
+    dataset, data_dir, public_size, seed, partitioner, dirichlet_alpha = key
+    train_split = load_split(dataset, "train", data_dir)
+    _, private_rows = split_public(len(train_split), public_size, seed)
+    return build_partitioner(
+        train_split.labels,
+        private_rows,
+        partitioner=partitioner,
+        num_partitions=num_partitions,
+        seed=seed,
+        dirichlet_alpha=dirichlet_alpha,
+    )
 
 
 def client_rows(common: CommonSection, partition_id: int, num_partitions: int) -> np.ndarray:
     """Indices into the training split of ``partition_id``'s rows, capped at ``samples-per-client``."""
-    train_split = load_split(common.dataset, "train", common.data_dir)
-    _, private_rows = split_public(len(train_split), common.public_size, common.seed)
-    rows = partition_rows(
-        train_split.labels,
-        private_rows,
-        partitioner=common.partitioner,
-        num_partitions=num_partitions,
-        partition_id=partition_id,
-        seed=common.seed,
-        dirichlet_alpha=common.dirichlet_alpha,
-    )
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
+    key = (common.dataset, common.data_dir, common.public_size, common.seed, common.partitioner, common.dirichlet_alpha)
+    impl = _run_partitioner(key, num_partitions)
+    rows = np.asarray(impl.load_partition(partition_id)["row"], dtype=np.int64)
     return rows[: common.samples_per_client] if common.samples_per_client > 0 else rows
 
 
