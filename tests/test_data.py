@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,27 @@ def test_the_decoded_data_set_is_memory_mapped_from_the_disk_cache(data_root: Pa
     cached = {str(path) for path in data.cache_dir().glob("*.pt")}
     mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(".pt")}
     assert cached & mapped  # one copy in the page cache, shared by every process that loads it
+
+
+def test_privshare_partition_writes_each_nodes_rows_and_a_node_with_a_data_dir_trains_on_them(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from flwr.app import Context, RecordDict
+
+    from flwr_privshare.config import CommonSection
+    from flwr_privshare.data import client_partition
+    from flwr_privshare.data.export import main, node_partition
+
+    main([str(data_root / "mnist"), "--num-partitions", "3", "--output", str(tmp_path), "--seed", "9"])
+    common = CommonSection(dataset="ylecun/mnist", data_dir=str(data_root / "mnist"), seed=9)
+    simulated = [client_partition(common, partition, 3) for partition in range(3)]
+    for partition in range(3):
+        folder = tmp_path / f"partition-{partition}"
+        assert json.loads((folder / "partition.json").read_text())["rows"] == len(simulated[partition])
+        # a node told to read partition (p + 1)'s folder trains on those rows, whatever its partition-id
+        other = (partition + 1) % 3
+        node_config = {"partition-id": partition, "num-partitions": 3, "data-dir": str(tmp_path / f"partition-{other}")}
+        context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+        local = node_partition(common, context)
+        assert torch.equal(local.images, simulated[other].images) and torch.equal(local.labels, simulated[other].labels)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["partition-0", "partition-1", "partition-2"]

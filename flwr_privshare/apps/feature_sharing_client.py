@@ -20,7 +20,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from ..config import CommonSection, RunConfig
-from ..data import client_partition
+from ..data.export import node_partition
 from ..models import build_model
 from ..poisoning import (
     DeepPoisoningModule,
@@ -61,7 +61,7 @@ def share_poisoned_features(run: RunConfig, msg: Message, context: Context) -> M
     common = run[CommonSection]
     settings = msg.content.config_records[CONFIG_KEY]
     partition_id = int(context.node_config["partition-id"])
-    data = client_partition(common, partition_id, int(context.node_config["num-partitions"]))
+    data = node_partition(common, context)
     model = build_model(str(settings["model"]), data.num_classes)
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
     split = split_model(model, str(settings["hook"]))

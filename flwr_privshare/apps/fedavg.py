@@ -27,7 +27,8 @@ from ..attacks.gan import (
     with_generated_fakes,
 )
 from ..config import CommonSection, RunConfig
-from ..data import ImageDataset, client_partition, load_split, public_split
+from ..data import ImageDataset, load_split, public_split
+from ..data.export import node_partition
 from ..models import build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
 from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND
@@ -72,7 +73,7 @@ def protected_training_data(
     image of the victim class.
     """
     partition_id = int(context.node_config["partition-id"])
-    data = client_partition(run[CommonSection], partition_id, int(context.node_config["num-partitions"]))
+    data = node_partition(run[CommonSection], context)
     if GanSection in run:
         data = partition_under_attack(run[GanSection], data, partition_id)
     metrics: dict[str, float] = {}
