@@ -11,6 +11,7 @@ from flwr_privshare.results import CHECKPOINT_NAME
 from flwr_privshare.summary import RunSummary, load_summary
 
 SIMULATIONS = Path(__file__).resolve().parents[1] / "simulations"
+STUDY_RUN_TIMEOUT_S = 8 * 3600.0
 
 
 def app_defaults(app: str) -> dict[str, Any]:
@@ -38,7 +39,8 @@ def run_summary(
     if (output_dir / f".{name}.incomplete" / CHECKPOINT_NAME).is_file():
         config["resume"] = True
     federation = f"num-supernodes={num_clients} client-resources-num-cpus=1"
-    outcome = run_app(SIMULATIONS / app, config, federation, isolated=True)
+    # A study row may run for hours (a DPM run and its audit on 2 shared cores took over one).
+    outcome = run_app(SIMULATIONS / app, config, federation, isolated=True, timeout_s=STUDY_RUN_TIMEOUT_S)
     if not outcome.completed:
         raise SystemExit(f"{name}: {outcome.status}\n{outcome.log[-3000:]}")
     return load_summary(output_dir / name)
