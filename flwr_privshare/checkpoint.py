@@ -20,12 +20,15 @@ says why it cannot (:meth:`~flwr_privshare.protections.Protection.resume_obstacl
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import json
+import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -50,6 +53,26 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of :func:`comparable_config`."""
     text = json.dumps(comparable_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_bytes(view: memoryview) -> tuple[type[bytes], tuple[bytes]]:
+    return bytes, (view.tobytes(),)
+
+
+class _Pickler(pickle.Pickler):
+    """A pickler that also takes ``memoryview`` objects (as bytes): in a deployment Flower hands over the
+    arrays of received messages as views of the transport's buffers, which ``pickle`` refuses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispatch_table = {**copyreg.dispatch_table, memoryview: _as_bytes}
+
+
+#: The pickle module :func:`torch.save` writes a checkpoint with (``pickle`` with :class:`_Pickler`).
+CHECKPOINT_PICKLE = ModuleType("flwr_privshare_checkpoint_pickle")
+for _name in ("Unpickler", "load", "loads", "dump", "dumps"):
+    setattr(CHECKPOINT_PICKLE, _name, getattr(pickle, _name))
+CHECKPOINT_PICKLE.Pickler = _Pickler  # type: ignore[attr-defined]
 
 
 def rng_states() -> dict[str, Any]:
@@ -94,7 +117,7 @@ class RoundCheckpoint:
 
     def save(self, folder: Path) -> None:
         """Write ``checkpoint.pt`` into ``folder``, atomically."""
-        atomic_torch_save(self, folder / CHECKPOINT_FILE)
+        atomic_torch_save(self, folder / CHECKPOINT_FILE, pickle_module=CHECKPOINT_PICKLE)
 
     @classmethod
     def load(cls, folder: Path) -> RoundCheckpoint:

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 RunConfigValue = bool | int | float | str
 
@@ -67,7 +68,8 @@ def format_run_config(values: Mapping[str, RunConfigValue]) -> str:
     return " ".join(parts)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -149,6 +151,12 @@ def _follow_log(
     return "".join(lines)
 
 
+class SuperLinkConnection(Protocol):
+    """Where ``flwr`` submits: the environment variables (``FLWR_HOME``, ...) that point it at a SuperLink."""
+
+    def environ(self) -> dict[str, str]: ...
+
+
 class LocalSuperLink:
     """A private ``FLWR_HOME`` and port: ``flwr run`` starts a SuperLink there on first use, and it is
     stopped (and the folder removed) when the block ends. Several :func:`run_app` calls given the same
@@ -156,7 +164,7 @@ class LocalSuperLink:
 
     def __enter__(self) -> LocalSuperLink:
         self.home = tempfile.mkdtemp(prefix="flwr-home-")
-        self.port = _free_port()
+        self.port = free_port()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,7 +182,7 @@ def run_app(
     federation_config: str = "",
     *,
     isolated: bool = False,
-    superlink: LocalSuperLink | None = None,
+    superlink: SuperLinkConnection | None = None,
     timeout_s: float = 3600.0,
     poll_s: float = 5.0,
     echo: bool = False,
@@ -187,7 +195,8 @@ def run_app(
         run_config: ``--run-config`` values (a mapping, or Flower's ``k=v`` string).
         federation_config: ``--federation-config``, e.g. ``"num-supernodes=10"``.
         isolated: use a private ``FLWR_HOME`` and port and stop that SuperLink at the end.
-        superlink: run on this :class:`LocalSuperLink` (and leave it running) instead.
+        superlink: run on this :class:`LocalSuperLink` (and leave it running) instead, or on a
+            deployment's SuperLink (:class:`~flwr_privshare.deployment.LoopbackDeployment`).
         timeout_s: stop the run (``flwr stop``) after this many seconds.
         poll_s: seconds between status checks if the log stream ends before the run.
         echo: print the run's log while it runs.
@@ -204,7 +213,7 @@ def _submit_and_wait(
     app_dir: str | Path,
     run_config: Mapping[str, RunConfigValue] | str,
     federation_config: str,
-    superlink: LocalSuperLink | None,
+    superlink: SuperLinkConnection | None,
     timeout_s: float,
     poll_s: float,
     echo: bool,

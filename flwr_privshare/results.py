@@ -67,13 +67,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
+def atomic_torch_save(obj: object, path: Path, pickle_module: Any = None) -> None:
     """``torch.save(obj)`` to ``path``, atomically. Saved through a file handle, so the archive's inner
     folder is ``archive/`` and not the temporary file's random name: equal objects give equal bytes."""
+    import pickle
+
     import torch
 
     with atomic_target(path) as temporary, temporary.open("wb") as handle:
-        torch.save(obj, handle)
+        torch.save(obj, handle, pickle_module=pickle_module or pickle)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

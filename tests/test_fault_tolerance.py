@@ -232,7 +232,7 @@ def test_failing_and_hanging_clients_under_flwr_run_and_ray(
 ) -> None:
     # 4 SuperNodes on 2 Ray actors: partition 0 raises in every round, partition 1 sleeps past the
     # round timeout in round 1 (the timeout leaves time for the first round's actor start-up).
-    faults = {"fail-partitions": "0", "sleep-partition": 1, "sleep-seconds": 25.0, "round-timeout": 20.0}
+    faults = {"fail-partitions": "0", "sleep-partition": 1, "sleep-seconds": 16.0, "round-timeout": 12.0}
     config = tiny(data_root, tmp_path, **faults)
     outcome = run_app(FAULTY_APP, config, "num-supernodes=4 client-resources-num-cpus=1", superlink=superlink)
     assert outcome.completed, outcome.log[-4000:]

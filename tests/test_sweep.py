@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flwr_privshare.sweep import SpecError, load_spec, run_sweep, write_report
+from flwr_privshare.sweep import CellOutcome, SpecError, load_spec, run_sweep, write_report
 from flwr_privshare.sweep.__main__ import main
 from flwr_privshare.sweep.report import aggregate
 
@@ -73,17 +73,30 @@ def test_the_aggregates_are_the_mean_and_spread_over_seeds() -> None:
     assert entry["epsilon_mean"] is None and entry["round_time_s_mean"] == pytest.approx(3.0)
 
 
-def test_a_small_sweep_runs_every_cell_reports_it_and_reruns_nothing(tmp_path: Path, data_root: Path) -> None:
-    spec = load_spec(write_spec(tmp_path, data_root))
-    outcomes = run_sweep(spec, progress=False)
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, list[CellOutcome]]:
+    """2 methods x 2 client counts x 1 round, run once for the module; a third method is broken on purpose."""
+    folder = tmp_path_factory.mktemp("sweep")
+    methods = (
+        '[methods.plain]\nprotection = "none"\n\n'
+        '[methods.dp-fedavg]\nprotection = "dp-fedavg"\nfail-partitions = "0"\n\n'  # one client raises every round
+        f'[methods.broken]\ndata-dir = "{folder / "missing"}"\n'  # passes the spec check, fails the run
+    )
+    spec = write_spec(folder, data_root, methods=methods)
+    outcomes = run_sweep(load_spec(spec, ["plain", "dp-fedavg"]), progress=False)
+    return spec, outcomes
+
+
+def test_a_small_sweep_runs_every_cell_and_reports_it(small_sweep: tuple[Path, list[CellOutcome]]) -> None:
+    spec_path, outcomes = small_sweep
     assert [(o.cell.name, o.status) for o in outcomes] == [
         ("plain-c2-s7", "ran"),
         ("plain-c3-s7", "ran"),
         ("dp-fedavg-c2-s7", "ran"),
         ("dp-fedavg-c3-s7", "ran"),
     ]
-    write_report(spec, outcomes)
-    out = tmp_path / "out"
+    write_report(load_spec(spec_path, ["plain", "dp-fedavg"]), outcomes)
+    out = spec_path.parent / "out"
     rows = {row["cell"]: row for row in csv.DictReader((out / "sweep.csv").open())}
     assert rows["plain-c3-s7"]["clients"] == "3" and rows["plain-c3-s7"]["epsilon"] == ""
     assert float(rows["dp-fedavg-c2-s7"]["epsilon"]) > 0
@@ -93,23 +106,25 @@ def test_a_small_sweep_runs_every_cell_reports_it_and_reruns_nothing(tmp_path: P
         assert (out / f"{plot}.png").stat().st_size > 1000
     assert "| dp-fedavg | 3 | 1/1 |" in (out / "sweep.md").read_text()
 
-    modified = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("summary.json")}
-    again = run_sweep(spec, progress=False)
+
+def test_rerunning_a_finished_sweep_runs_nothing(small_sweep: tuple[Path, list[CellOutcome]]) -> None:
+    spec_path, _ = small_sweep
+    runs = spec_path.parent / "out" / "runs"
+    modified = {path: path.stat().st_mtime_ns for path in runs.rglob("summary.json")}
+    again = run_sweep(load_spec(spec_path, ["plain", "dp-fedavg"]), progress=False)
     assert [o.status for o in again] == ["skipped"] * 4
-    assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("summary.json")} == modified
+    assert {path: path.stat().st_mtime_ns for path in runs.rglob("summary.json")} == modified
 
 
 def test_a_failed_cell_is_recorded_with_its_log_and_the_sweep_goes_on(
-    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+    small_sweep: tuple[Path, list[CellOutcome]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    methods = f'[methods.broken]\ndata-dir = "{tmp_path / "missing"}"\n\n[methods.plain]\nprotection = "none"\n'
-    spec = write_spec(tmp_path, data_root, methods=methods)
-    spec.write_text(spec.read_text().replace("clients = [2, 3]", "clients = [2]"))
+    spec_path, _ = small_sweep
     with pytest.raises(SystemExit) as stopped:
-        main([str(spec), "--quiet"])
+        main([str(spec_path), "--methods", "broken,plain", "--quiet"])
     assert stopped.value.code == 1
-    out = tmp_path / "out"
+    out = spec_path.parent / "out"
     assert "not a readable folder" in (out / "failed" / "broken-c2-s7.log").read_text()
-    assert (out / "runs" / "plain-c2-s7" / "summary.json").is_file()
-    assert not (out / "runs" / "broken-c2-s7").exists()
-    assert "- `broken-c2-s7`: the run ended finished:failed" in (out / "sweep.md").read_text()
+    assert not (out / "runs" / "broken-c2-s7").exists() and not (out / "runs" / ".broken-c2-s7.incomplete").exists()
+    report = (out / "sweep.md").read_text()
+    assert "- `broken-c3-s7`: the run ended finished:failed" in report and "| plain | 3 | 1/1 |" in report

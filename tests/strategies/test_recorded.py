@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx, Result
 from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps.dpm import ContentOrderedFedAvg
 from flwr_privshare.apps.fedavg import aggregate_client_metrics
-from flwr_privshare.checkpoint import RoundCheckpoint
+from flwr_privshare.checkpoint import RoundCheckpoint, config_hash
 from flwr_privshare.config import ConfigError
 from flwr_privshare.results import RunFolder
 from flwr_privshare.strategies import DPFedAvg, Recorded
@@ -254,3 +254,13 @@ def test_a_checkpoint_restored_into_a_new_recorder_continues_as_the_uninterrupte
     assert [row["round"] for row in folder.rounds] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="differing keys: 'rounds': 3 -> 4"):
         checkpoint.check_config({"rounds": 4}, folder.path)
+
+
+def test_a_checkpoint_takes_arrays_that_are_views_of_a_transport_buffer(tmp_path: Path) -> None:
+    # In a deployment Flower's received arrays are memoryviews, which plain pickle refuses.
+    array = Array(np.arange(6, dtype=np.float32))
+    array.__dict__["data"] = memoryview(bytes(array.data))
+    record = ArrayRecord()
+    record["w"] = array
+    RoundCheckpoint(1, {}, config_hash({}), record, Result(), FedAvg(), {}, [], {}, 0.0).save(tmp_path)
+    np.testing.assert_array_equal(RoundCheckpoint.load(tmp_path).arrays["w"].numpy(), np.arange(6))
