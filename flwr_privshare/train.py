@@ -26,6 +26,13 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def release_device_memory(device: torch.device) -> None:
+    """Hand the CUDA caching allocator's free blocks back after a client's round: clients that share one GPU
+    (``client-resources-num-gpus`` below 1) each get the memory back between rounds. Nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def describe_device(device: torch.device) -> str:
     """The GPU's name, or ``"cpu (N threads)"``: what a result file records about where it ran.
 

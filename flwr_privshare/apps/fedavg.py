@@ -34,7 +34,7 @@ from ..protections import LocalTraining, Protection, ProtectionSection, method_n
 from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND
 from ..recipe.section import recipe_of, server_optimizer_of
 from ..seeding import derive_seed, seeded
-from ..train import get_device, train
+from ..train import get_device, release_device_memory, train
 from .experiment import Experiment, Plan
 
 
@@ -123,6 +123,7 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
         {"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), PARTITION_ID: partition_id, **data_metrics, **trained}
     )
     content = RecordDict({ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()), METRICS_KEY: metrics})
+    release_device_memory(local.device)
     return Message(content=content, reply_to=msg)
 
 
