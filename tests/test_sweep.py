@@ -128,3 +128,21 @@ def test_a_failed_cell_is_recorded_with_its_log_and_the_sweep_goes_on(
     assert not (out / "runs" / "broken-c2-s7").exists() and not (out / "runs" / ".broken-c2-s7.incomplete").exists()
     report = (out / "sweep.md").read_text()
     assert "- `broken-c3-s7`: the run ended finished:failed" in report and "| plain | 3 | 1/1 |" in report
+
+
+def test_the_attacks_of_the_spec_run_on_cells_not_attacked_yet(tmp_path: Path, data_root: Path) -> None:
+    from flwr_privshare.sweep.runner import attack_command
+
+    spec = load_spec(
+        write_spec(tmp_path, data_root, "attacks = { names = ['loss', 'inversion'], reference-models = 2 }")
+    )
+    folder = tmp_path / "cell"
+    command = attack_command(spec, folder)
+    assert command is not None and command[1:] == [
+        "-m", "flwr_privshare.attacks.cli", str(folder), "--attack", "loss,inversion", "--reference-models=2"
+    ]  # fmt: skip
+    (folder / "attacks").mkdir(parents=True)
+    (folder / "attacks" / "membership.json").write_text("{}")
+    assert attack_command(spec, folder)[4:6] == ["--attack", "inversion"]  # type: ignore[index]
+    (folder / "attacks" / "inversion.json").write_text("{}")
+    assert attack_command(spec, folder) is None
