@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import namedtuple
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,49 @@ def test_failing_and_hanging_clients_under_flwr_run_and_ray(
         (None, 2),
         (1, 1),
     ]
+
+
+def simulation_process(superlink: LocalSuperLink) -> int | None:
+    """The pid of the simulation process (ServerApp and Ray driver) under ``superlink``, if one runs."""
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{superlink.port}"], capture_output=True, text=True)
+    frontier = [int(pid) for pid in found.stdout.split()]
+    while frontier:
+        children = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
+        frontier = [int(pid) for pid in children.stdout.split()]
+        for pid in frontier:
+            if "flwr-simulation" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                return pid
+    return None
+
+
+@pytest.mark.slow
+def test_a_simulation_killed_after_round_2_of_4_resumes_through_flwr_run(tmp_path: Path, data_root: Path) -> None:
+    # The real thing: SIGKILL the simulation process (ServerApp, Ray) once round 2 is recorded, then the
+    # same `flwr run` plus resume=true; DP-FedAvg with server momentum, compared with an uninterrupted run.
+    config = {
+        **tiny(data_root, tmp_path, protection="dp-fedavg", **{"server-momentum": 0.9, "num-server-rounds": 4}),
+        "samples-per-client": 512,
+    }
+    federation = "num-supernodes=3 client-resources-num-cpus=1"
+    rounds_csv = tmp_path / ".run.incomplete" / "rounds.csv"
+    with LocalSuperLink() as superlink:
+
+        def kill_after_round_2() -> None:
+            while not (rounds_csv.exists() and len(rounds_csv.read_text().splitlines()) > 3):
+                time.sleep(0.1)
+            pid = simulation_process(superlink)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_after_round_2, daemon=True)
+        killer.start()
+        killed = run_app(FAULTY_APP, config, federation, superlink=superlink)
+        killer.join()
+        assert not killed.completed and read(tmp_path / ".run.incomplete", "rounds.csv")[-1]["round"] in ("2", "3")
+        resumed = run_app(FAULTY_APP, {**config, "resume": True}, federation, superlink=superlink)
+        reference = run_app(FAULTY_APP, {**config, "run-name": "reference"}, federation, superlink=superlink)
+    assert resumed.completed and reference.completed
+    folder, expected = tmp_path / "run", tmp_path / "reference"
+    assert without_timings(read(folder, "summary.json")) == without_timings(read(expected, "summary.json"))
+    assert (folder / "model.pt").read_bytes() == (expected / "model.pt").read_bytes()
+    assert read(folder, "resumes.json")[0]["after_round"] >= 2
