@@ -297,8 +297,8 @@ class Recorded(Strategy):
         """Run the rounds as :meth:`flwr.serverapp.strategy.Strategy.start` does, recording each one.
 
         ``timeout`` (seconds) bounds every round: nodes that have not answered by then count as
-        failed with the reason ``"timeout"``. After :meth:`restore`, the rounds after the
-        checkpoint's run and ``initial_arrays`` is ignored.
+        failed with the reason ``"timeout"``. After :meth:`restore` only the rounds after the
+        checkpoint's run, from its model (``initial_arrays`` is then ignored).
         """
         checkpoint = self.resumed_from
         started = time.monotonic() - (checkpoint.elapsed_s if checkpoint else 0.0)
