@@ -247,10 +247,8 @@ def test_failing_and_hanging_clients_under_flwr_run_and_ray(
     assert reasons[1] == "timeout"
     summary = read(folder, "summary.json")
     assert summary["client_failures"] == 3
-    assert sorted((client["partition_id"], client["failures"]) for client in summary["failed_clients"]) == [
-        (None, 2),
-        (1, 1),
-    ]
+    failed = {(client["partition_id"], client["failures"]) for client in summary["failed_clients"]}
+    assert failed == {(None, 2), (1, 1)}  # partition 0 never told its partition: it never replied
 
 
 def simulation_process(superlink: LocalSuperLink) -> int | None:
