@@ -65,6 +65,11 @@ def build_partitioner(
     return impl
 
 
+def _check_partition_id(partition_id: int, num_partitions: int) -> None:
+    if not 0 <= partition_id < num_partitions:
+        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
+
+
 def partition_rows(
     labels: torch.Tensor,
     rows: np.ndarray,
@@ -77,8 +82,7 @@ def partition_rows(
 ) -> np.ndarray:
     """The ``rows`` (indices into ``labels``) that belong to ``partition_id``, via flwr-datasets
     (see :func:`build_partitioner`)."""
-    if not 0 <= partition_id < num_partitions:
-        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
+    _check_partition_id(partition_id, num_partitions)
     impl = build_partitioner(
         labels, rows, partitioner=partitioner, num_partitions=num_partitions, seed=seed, dirichlet_alpha=dirichlet_alpha
     )
@@ -104,8 +108,7 @@ def _run_partitioner(key: tuple[Any, ...], num_partitions: int) -> Partitioner:
 
 def client_rows(common: CommonSection, partition_id: int, num_partitions: int) -> np.ndarray:
     """Indices into the training split of ``partition_id``'s rows, capped at ``samples-per-client``."""
-    if not 0 <= partition_id < num_partitions:
-        raise DataError(f"partition id {partition_id} is outside [0, {num_partitions})")
+    _check_partition_id(partition_id, num_partitions)
     key = (common.dataset, common.data_dir, common.public_size, common.seed, common.partitioner, common.dirichlet_alpha)
     impl = _run_partitioner(key, num_partitions)
     # The column through Arrow: iterating the Dataset's rows as Python objects cost more than the rest of a call.
