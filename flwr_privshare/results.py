@@ -252,6 +252,7 @@ class RunFolder:
         ax.set_ylabel("accuracy")
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # nothing to plot when no round released an epsilon (every client failed)
+            ax.legend()
         fig.tight_layout()
         self.save_figure(stem, fig)

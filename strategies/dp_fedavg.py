@@ -1,44 +1,53 @@
 """User-level DP-FedAvg with privacy accounting that includes amplification by client sampling.
 
-DP-FedAvg (McMahan et al., 2018, https://arxiv.org/abs/1710.06963) clips every client's
-update to L2 norm ``C`` and adds Gaussian noise of std ``z * C`` to their sum. The clipping
-and noise are Flower's own wrappers, ``DifferentialPrivacyServerSideFixedClipping`` and
-``DifferentialPrivacyClientSideFixedClipping`` (the latter with ``fixedclipping_mod`` on
-the clients). What Flower 1.41 lacks, ``DPFedAvg`` adds:
+DP-FedAvg (McMahan et al., 2018, https://arxiv.org/abs/1710.06963, Algorithm 1) clips every
+client's update to L2 norm ``C``, adds Gaussian noise of std ``z * C`` to their sum and divides
+by the expected number of clients. ``DPFedAvg`` implements it around any FedAvg-family strategy
+with Flower's own DP primitives (``compute_clip_model_update``, ``add_gaussian_noise_inplace``,
+``fixedclipping_mod`` on the clients for client-side clipping) and adds what Flower 1.41's
+``DifferentialPrivacy*FixedClipping`` wrappers lack:
 
-- accounting with amplification by client sampling (Opacus RDP, ``q = m / N``, one step per
-  round; Flower's optional accountant supports only no amplification), reported after
-  every round as ``epsilon`` and ``epsilon-no-amplification`` in the aggregated metrics;
-- a uniform average: Flower's noise ``z * C / m`` is calibrated for the plain mean of ``m``
-  clipped updates, so the inner strategy's example-count weights are set to 1;
-- robustness: failed replies are dropped (Flower's wrapper would skip the whole round),
-  and a round averaged over ``k < m`` replies is accounted with ``z * k / m``; a round with
-  no usable reply releases nothing: no noise is drawn, the model stays, nothing is accounted
-  (listed as ``rounds_without_replies`` in the report).
+- sampling that matches the accountant: by default every client joins a round independently
+  with probability ``q = m / N`` (Poisson), and the noisy sum is divided by ``m`` whoever
+  replied, so Opacus's RDP accountant for the Poisson-subsampled Gaussian mechanism is exact
+  (``sampling="fixed"`` keeps Flower's fixed-size sample and reports the approximation);
+- noise before the inner strategy's server step: Flower's wrappers add the noise to the
+  inner strategy's *result*, after FedAvgM's momentum or FedAdam's step has used the
+  noiseless mean; here every reply is replaced by the noisy mean first, so a server
+  optimizer only post-processes the private release;
+- accounting reported after every round as ``epsilon`` and ``epsilon-no-amplification``;
+- a uniform average: the noise is calibrated for clipped updates of weight 1, so the
+  inner strategy's example-count weights are set to 1;
+- robustness: failed replies are dropped (Flower's wrapper would skip the whole round).
+  With Poisson sampling the round is still released and accounted at ``z``; with fixed
+  sampling a round averaged over ``k < m`` replies is accounted with ``z * k / m``, and a
+  round with no usable reply releases nothing (``rounds_without_replies`` in the report).
 
 It wraps any FedAvg-family strategy (``FedAvg``, ``FedProx``, ``FedAvgM``, ``FedAdam``, ...),
 so it drops into an existing ServerApp::
 
-    strategy = DPFedAvg(FedAvg(fraction_train=0.1), noise_multiplier=1.0, clipping_norm=0.5,
+    strategy = DPFedAvg(FedAvg(), noise_multiplier=1.0, clipping_norm=0.5,
                         num_sampled_clients=10, num_total_clients=100, delta=1e-5)
+
+Adaptive clipping (``clipping="server-adaptive"`` / ``"client-adaptive"``) uses Flower's
+adaptive wrappers, which need fixed sampling and an inner strategy without a server step.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
-    DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
-    DifferentialPrivacyServerSideFixedClipping,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -47,16 +56,17 @@ from flwr.serverapp.strategy import (
     FedYogi,
     Strategy,
 )
+from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv, get_norm
 
 from flwr_privshare.dp import (
-    SAMPLING_ASSUMPTION,
+    SAMPLING_ASSUMPTIONS,
     UserLevelAccountant,
     adaptive_round_noise_multiplier,
     noise_multiplier_for_target,
     validate_dp_parameters,
 )
-from flwr_privshare.dp.section import CLIPPING_MODES, DPSection
-from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY
+from flwr_privshare.dp.section import CLIPPING_MODES, SAMPLING_MODES, DPSection
+from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY, CLIPPING_NORM_KEY
 
 
 def _grow_when_over_target(wrapper: Any, clipped_fraction: float) -> None:
@@ -85,12 +95,21 @@ class ClientSideAdaptiveClipping(DifferentialPrivacyClientSideAdaptiveClipping):
 
 
 # Strategies whose aggregation is the (weighted) mean of the client arrays, optionally followed by
-# a server optimizer step (post-processing). The noise z * C / m is calibrated for the mean of m
-# clipped updates: a median, trimmed mean or Krum selection can move by about C, so a guarantee
-# reported for them would be understated.
+# a server optimizer step (post-processing of the noisy mean DPFedAvg hands them). The noise is
+# calibrated for a mean of clipped updates: a median, trimmed mean or Krum selection can move by
+# about C, so a guarantee reported for them would be understated.
 CLIPPING_TOLERANCE = 1e-3  # relative: a clipped float32 update may exceed the norm by rounding
 
 MEAN_AGGREGATING = (FedAvg, FedProx, FedAvgM, FedAdam, FedAdagrad, FedYogi)
+
+
+def check_no_server_step(strategy: Strategy) -> None:
+    """Refuse a server optimizer under Flower's adaptive wrappers, which add the noise after the inner step."""
+    if getattr(type(strategy), "aggregate_train", None) is not FedAvg.aggregate_train:
+        raise TypeError(
+            f"adaptive clipping needs an inner strategy that aggregates as FedAvg does (FedAvg, FedProx); "
+            f"{type(strategy).__name__} takes a server step before Flower's adaptive wrapper adds the noise"
+        )
 
 
 def check_mean_aggregation(strategy: Strategy) -> None:
@@ -122,18 +141,24 @@ class DPFedAvg(Strategy):
     clipping_norm : float
         ``C``: every client update (client arrays minus global arrays) is clipped to this L2 norm.
     num_sampled_clients : int
-        ``m``: clients sampled per round; the inner strategy must sample exactly this many.
+        ``m``: clients per round, expected (Poisson) or exact (fixed sampling: the inner
+        strategy must sample exactly this many).
     num_total_clients : int
-        ``N``: clients in the federation; the sample rate is ``m / N``.
+        ``N``: clients in the federation; the sample rate is ``q = m / N``.
     delta : float
         The delta of the reported (epsilon, delta).
     clipping : str (default: "server")
         ``"server"`` clips on the server; ``"client"`` expects ``fixedclipping_mod`` on the
-        clients (updates are clipped before they leave the client). ``"server-adaptive"``
-        and ``"client-adaptive"`` use Flower's adaptive-clipping wrappers (Andrew et al.,
-        2021; ``adaptiveclipping_mod`` on the clients), starting from ``clipping_norm``;
-        each round is then accounted with its effective noise multiplier (see
-        :func:`~flwr_privshare.dp.accounting.adaptive_round_noise_multiplier`).
+        clients (updates are clipped before they leave the client; the server drops longer
+        ones). ``"server-adaptive"`` and ``"client-adaptive"`` use Flower's adaptive-clipping
+        wrappers (Andrew et al., 2021; ``adaptiveclipping_mod`` on the clients), starting from
+        ``clipping_norm``; each round is then accounted with its effective noise multiplier
+        (see :func:`~flwr_privshare.dp.accounting.adaptive_round_noise_multiplier`).
+    sampling : str (default: "poisson")
+        ``"poisson"``: every node joins a round with probability ``q``, drawn from Python's
+        ``random`` (seeded, like Flower's own sampling) in the grid's node order; the
+        accounting is exact. ``"fixed"``: the inner strategy's sample of ``m`` nodes; the
+        accounting approximates it (see :mod:`flwr_privshare.dp.accounting`).
     target_clipped_quantile, clip_norm_lr, clipped_count_stddev :
         Flower's adaptive-clipping parameters (adaptive modes only); the count noise
         ``clipped_count_stddev`` defaults to Flower's ``num_sampled_clients / 20``.
@@ -149,6 +174,7 @@ class DPFedAvg(Strategy):
         num_total_clients: int,
         delta: float,
         clipping: str = "server",
+        sampling: str = "poisson",
         target_clipped_quantile: float = 0.5,
         clip_norm_lr: float = 0.2,
         clipped_count_stddev: float | None = None,
@@ -162,18 +188,24 @@ class DPFedAvg(Strategy):
         )
         if clipping not in CLIPPING_MODES:
             raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
         check_mean_aggregation(strategy)
-        weighted_by_key = cast(FedAvg, strategy).weighted_by_key
         self.strategy = strategy
-        self.weighted_by_key = weighted_by_key
+        self.weighted_by_key = cast(FedAvg, strategy).weighted_by_key
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
         self.num_sampled_clients = num_sampled_clients
         self.clipping = clipping
-        self.dp_strategy: Strategy
+        self.sampling = sampling
+        #: Flower's adaptive-clipping wrapper; ``None`` with fixed clipping, which DPFedAvg does itself.
+        self.adaptive: ServerSideAdaptiveClipping | ClientSideAdaptiveClipping | None = None
         if clipping.endswith("adaptive"):
+            if sampling != "fixed":
+                raise ValueError(f"adaptive clipping needs sampling='fixed', got sampling={sampling!r}")
+            check_no_server_step(strategy)
             adaptive = ServerSideAdaptiveClipping if clipping == "server-adaptive" else ClientSideAdaptiveClipping
-            self.dp_strategy = adaptive(
+            self.adaptive = adaptive(
                 strategy,
                 noise_multiplier,
                 num_sampled_clients,
@@ -182,17 +214,10 @@ class DPFedAvg(Strategy):
                 clip_norm_lr=clip_norm_lr,
                 clipped_count_stddev=clipped_count_stddev,
             )
-        else:
-            fixed = (
-                DifferentialPrivacyServerSideFixedClipping
-                if clipping == "server"
-                else DifferentialPrivacyClientSideFixedClipping
-            )
-            self.dp_strategy = fixed(strategy, noise_multiplier, clipping_norm, num_sampled_clients)
-        self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta)
-        self._broadcast: list[np.ndarray] = []
+        self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta, sampling)
+        self._broadcast = ArrayRecord()
         self.unclipped: dict[int, int] = {}
-        #: Rounds in which no reply could be aggregated: no noise was drawn and nothing was accounted.
+        #: Fixed sampling: rounds in which no reply could be aggregated (no noise drawn, nothing accounted).
         self.rounds_without_replies: list[int] = []
 
     @classmethod
@@ -207,6 +232,7 @@ class DPFedAvg(Strategy):
         num_total_clients: int,
         delta: float,
         clipping: str = "server",
+        sampling: str = "poisson",
     ) -> DPFedAvg:
         """Choose the smallest noise multiplier that keeps ``num_rounds`` rounds within ``target_epsilon``.
 
@@ -234,17 +260,27 @@ class DPFedAvg(Strategy):
             num_total_clients=num_total_clients,
             delta=delta,
             clipping=clipping,
+            sampling=sampling,
         )
+
+    @property
+    def sample_rate(self) -> float:
+        """``q = m / N``."""
+        return self.accountant.sample_rate
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Let the DP wrapper configure the round; refuse to sample more clients than accounted for."""
+        """Configure the round through the inner strategy, then sample its nodes (Poisson) or check its sample."""
         if self.clipping == "client-adaptive":
             config[ADAPTIVE_CLIPPING_KEY] = True
-        if self.clipping.startswith("client"):  # the norm check of _clipped_only needs what was sent
-            self._broadcast = [array.numpy() for array in arrays.values()]
-        messages = list(self.dp_strategy.configure_train(server_round, arrays, config, grid))
+        if self.clipping == "client":
+            config[CLIPPING_NORM_KEY] = self.clipping_norm  # what Flower's fixedclipping_mod reads
+        self._broadcast = arrays
+        inner = self.adaptive if self.adaptive is not None else self.strategy
+        messages = list(inner.configure_train(server_round, arrays, config, grid))
+        if self.sampling == "poisson":
+            return self._poisson_sample(server_round, messages, grid)
         if len(messages) > self.num_sampled_clients:
             raise RuntimeError(
                 f"the inner strategy sampled {len(messages)} clients but DPFedAvg accounts for "
@@ -252,17 +288,26 @@ class DPFedAvg(Strategy):
             )
         return messages
 
+    def _poisson_sample(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
+        """The inner strategy's train instruction, sent to every node that a coin of bias ``q`` picks."""
+        if not messages:  # the inner strategy does not train this round (fraction_train = 0)
+            return []
+        content = messages[0].content
+        chosen = [node for node in grid.get_node_ids() if random.random() < self.sample_rate]
+        log(INFO, "round %d: Poisson sampling (q=%.4f) chose %d nodes", server_round, self.sample_rate, len(chosen))
+        return [Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN) for node in chosen]
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip, average uniformly, add noise (Flower's wrapper), then account the round."""
+        """Clip, sum, add noise and divide (McMahan et al. 2018, Alg. 1); the inner strategy steps; account."""
         replies = list(replies)
         valid = [msg for msg in replies if not msg.has_error()]
         if len(valid) < len(replies):
             log(WARNING, "round %d: dropped %d failed replies", server_round, len(replies) - len(valid))
         if self.clipping.startswith("client"):
             valid = self._clipped_only(server_round, valid)
-        if not valid:
+        if not valid and self.sampling == "fixed":
             log(WARNING, "round %d: no usable reply; the model stays as it was and the round adds no privacy cost",
                 server_round)  # fmt: skip
             self.rounds_without_replies.append(server_round)
@@ -271,31 +316,89 @@ class DPFedAvg(Strategy):
             for record in msg.content.metric_records.values():
                 if self.weighted_by_key in record:
                     record[self.weighted_by_key] = 1.0
+        if self.adaptive is not None:
+            return self._aggregate_adaptive(server_round, valid)
+        noisy = self._noisy_mean(valid)
+        arrays, metrics = self.strategy.aggregate_train(server_round, self._as_replies(noisy, valid))
+        self.accountant.step(len(valid))
+        return arrays, self._report(metrics)
+
+    def _noisy_mean(self, replies: list[Message]) -> ArrayRecord:
+        """The global arrays plus ``(sum of clipped updates) / d + N(0, (z C / m)^2)``.
+
+        ``d`` is ``m`` with Poisson sampling (the fixed denominator: the noise on the sum is
+        ``z C`` whoever replied) and the number of replies with fixed sampling (Flower's mean,
+        whose noise ``z C / m`` is accounted as ``z k / m``).
+        """
+        broadcast = self._broadcast.to_numpy_ndarrays()
+        total = [np.zeros_like(array) for array in broadcast]
+        for msg in replies:
+            received = next(iter(msg.content.array_records.values())).to_numpy_ndarrays()
+            update = [new - old for new, old in zip(received, broadcast, strict=True)]
+            norm = get_norm(update)  # clipping is a no-op on updates the clients clipped
+            scale = min(1.0, self.clipping_norm / norm) if norm > 0 else 1.0
+            for accumulated, part in zip(total, update, strict=True):
+                accumulated += scale * part
+        denominator = self.num_sampled_clients if self.sampling == "poisson" else len(replies)
+        mean = [accumulated / denominator for accumulated in total]
+        std = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
+        add_gaussian_noise_inplace(mean, std)
+        return ArrayRecord(
+            {
+                key: Array(np.asarray(old + part, dtype=old.dtype))
+                for key, old, part in zip(self._broadcast.keys(), broadcast, mean, strict=True)
+            }
+        )
+
+    def _as_replies(self, noisy: ArrayRecord, replies: list[Message]) -> list[Message]:
+        """Replies that all carry ``noisy``, so the inner strategy's mean is it and its server step sees only it.
+
+        The replies keep their metrics (the inner strategy aggregates them as usual); a round
+        without replies gets one carrier reply with weight 1 (Poisson sampling releases it too).
+        """
+        if not replies:
+            instruction = Message(RecordDict(), dst_node_id=0, message_type=MessageType.TRAIN)
+            carrier = RecordDict(
+                {
+                    cast(FedAvg, self.strategy).arrayrecord_key: noisy,
+                    "metrics": MetricRecord({self.weighted_by_key: 1.0}),
+                }
+            )
+            return [Message(content=carrier, reply_to=instruction)]
+        for msg in replies:
+            (key,) = msg.content.array_records.keys()
+            msg.content[key] = noisy
+        return replies
+
+    def _aggregate_adaptive(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's adaptive wrapper aggregates; the round is accounted with its effective multiplier."""
+        adaptive = cast(ServerSideAdaptiveClipping, self.adaptive)
         norm_before = self.current_clipping_norm
-        arrays, metrics = self.dp_strategy.aggregate_train(server_round, valid)
+        arrays, metrics = adaptive.aggregate_train(server_round, replies)
         if arrays is None:
             return None, metrics
-        if isinstance(
-            self.dp_strategy, DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
-        ):
-            self.accountant.step(len(valid))
-        else:
-            adaptive = cast(ServerSideAdaptiveClipping, self.dp_strategy)
-            z_round = adaptive_round_noise_multiplier(
-                adaptive.noise_multiplier,
-                norm_before,
-                adaptive.clipping_norm,
-                len(valid),
-                self.num_sampled_clients,
-                adaptive.clipped_count_stddev,
-            )
-            self.accountant.step(len(valid), noise_multiplier=z_round)
+        z_round = adaptive_round_noise_multiplier(
+            adaptive.noise_multiplier,
+            norm_before,
+            adaptive.clipping_norm,
+            len(replies),
+            self.num_sampled_clients,
+            adaptive.clipped_count_stddev,
+        )
+        self.accountant.step(len(replies), noise_multiplier=z_round)
+        return arrays, self._report(metrics)
+
+    def _report(self, metrics: MetricRecord | None) -> MetricRecord:
+        """The inner strategy's metrics with the privacy spent so far."""
         report = MetricRecord(dict(metrics or {}))
         report["epsilon"] = self.accountant.epsilon()
         report["epsilon-no-amplification"] = self.accountant.epsilon_no_amplification()
         report["clipping-norm"] = self.current_clipping_norm
-        log(INFO, "round %d: epsilon %.4f (delta %g)", server_round, report["epsilon"], self.accountant.delta)
-        return arrays, report
+        log(INFO, "epsilon %.4f (delta %g) after %d rounds", report["epsilon"], self.accountant.delta,
+            self.accountant.rounds)  # fmt: skip
+        return report
 
     def _clipped_only(self, server_round: int, replies: list[Message]) -> list[Message]:
         """The replies whose update (reply arrays minus the broadcast arrays) the client clipped to the norm.
@@ -311,8 +414,8 @@ class DPFedAvg(Strategy):
             arrays = next(iter(msg.content.array_records.values()))
             norm = math.sqrt(
                 sum(
-                    float(np.sum((new.numpy().astype(np.float64) - old) ** 2))
-                    for new, old in zip(arrays.values(), self._broadcast, strict=True)
+                    float(np.sum((new.numpy().astype(np.float64) - old.numpy()) ** 2))
+                    for new, old in zip(arrays.values(), self._broadcast.values(), strict=True)
                 )
             )
             if norm <= limit:
@@ -332,29 +435,30 @@ class DPFedAvg(Strategy):
     @property
     def current_clipping_norm(self) -> float:
         """The clipping norm of the next round (it changes only with adaptive clipping)."""
-        return float(getattr(self.dp_strategy, "clipping_norm", self.clipping_norm))
+        return float(self.adaptive.clipping_norm if self.adaptive is not None else self.clipping_norm)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Delegate to the inner strategy."""
-        return self.dp_strategy.configure_evaluate(server_round, arrays, config, grid)
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Delegate to the inner strategy."""
-        return self.dp_strategy.aggregate_evaluate(server_round, list(replies))
+        return self.strategy.aggregate_evaluate(server_round, list(replies))
 
     def summary(self) -> None:
         """Log the DP settings and the inner strategy's summary."""
         log(
             INFO,
-            "\t├──> DPFedAvg: z=%g, C=%g, m=%d, q=%.4f, delta=%g, %s-side clipping, Opacus RDP accounting",
+            "\t├──> DPFedAvg: z=%g, C=%g, m=%d, q=%.4f, delta=%g, %s-side clipping, %s sampling, Opacus RDP",
             self.noise_multiplier,
             self.clipping_norm,
             self.num_sampled_clients,
             self.accountant.sample_rate,
             self.accountant.delta,
             self.clipping,
+            self.sampling,
         )
         self.strategy.summary()
 
@@ -371,8 +475,9 @@ class DPFedAvg(Strategy):
             "round_noise_multipliers": [z for z, _, steps in self.accountant.history for _ in range(steps)],
             "sample_rate": self.accountant.sample_rate,
             "rounds_accounted": self.accountant.rounds,
-            # Nothing was released in these rounds (no noisy sum, the model unchanged): no privacy cost.
+            # Fixed sampling: nothing was released in these rounds (the model unchanged): no privacy cost.
             "rounds_without_replies": list(self.rounds_without_replies),
             "accountant": "opacus-rdp",
-            "sampling_assumption": SAMPLING_ASSUMPTION,
+            "sampling": self.sampling,
+            "sampling_assumption": SAMPLING_ASSUMPTIONS[self.sampling],
         }

@@ -52,6 +52,11 @@ APPS = {"visualmixer_cifar": VISUALMIXER, "dp_fedavg_cifar": DP, "dpm_cifar": DP
             {"target-epsilon": 8.0, "dp-clipping": "server-adaptive"},
             "'target-epsilon' is 8.0; it must be 0 with dp-clipping 'server-adaptive'",
         ),
+        (
+            {"dp-clipping": "server-adaptive"},
+            "'dp-sampling' is 'poisson'; it must be 'fixed' with dp-clipping 'server-adaptive'",
+        ),
+        ({"dp-sampling": "uniform"}, "'dp-sampling' is 'uniform'; it must be one of"),
         ({"dp-accountant": "gdp"}, "'dp-accountant' is 'gdp'; it must be one of"),
         ({"dp-clipping": "both"}, "'dp-clipping' is 'both'; it must be one of"),
         ({"partitioner": "shards"}, "'partitioner' is 'shards'; it must be one of"),

@@ -76,21 +76,29 @@ def test_half_the_clients_raising_every_round_are_counted_with_their_reasons(tmp
     assert not (folder / "checkpoint.pt").exists()  # a finished run keeps no checkpoint
 
 
-@pytest.mark.parametrize("protection", ["none", "dp-fedavg"])
+@pytest.mark.parametrize("protection", ["none", "dp-fedavg-fixed", "dp-fedavg-poisson"])
 def test_a_run_in_which_every_client_fails_keeps_its_model_and_finishes(
     tmp_path: Path, data_root: Path, protection: str
 ) -> None:
-    config = tiny(data_root, tmp_path, protection=protection, **{"fail-partitions": "0,1,2,3"})
+    method = {"protection": "none"}
+    if protection != "none":
+        method = {"protection": "dp-fedavg", "dp-sampling": protection.removeprefix("dp-fedavg-")}
+    config = tiny(data_root, tmp_path, **method, **{"fail-partitions": "0,1,2,3"})
     folder = run_in_process(EXPERIMENT, 4, config)
     summary = read(folder, "summary.json")
     assert summary["client_failures"] == 8 and [c["failures"] for c in summary["failed_clients"]] == [2, 2, 2, 2]
     rows = read(folder, "rounds.csv")
     assert [(row["train_replies"], row["train_failures"]) for row in rows[1:]] == [("0", "4"), ("0", "4")]
-    assert rows[0]["accuracy"] == rows[1]["accuracy"] == rows[2]["accuracy"]
     initial = EXPERIMENT.prepare(EXPERIMENT.schema.parse(config), None).model.state_dict()  # type: ignore[arg-type]
     final = torch.load(folder / "model.pt")
+    if protection == "dp-fedavg-poisson":  # the noisy sum over nobody is still released, and accounted
+        dp = summary["privacy"]["dp-fedavg"]
+        assert dp["rounds_accounted"] == 2 and dp["rounds_without_replies"] == [] and dp["epsilon"] > 0
+        assert not any(torch.equal(initial[name], final[name]) for name in initial)
+        return
+    assert rows[0]["accuracy"] == rows[1]["accuracy"] == rows[2]["accuracy"]
     assert all(torch.equal(initial[name], final[name]) for name in initial)  # no update, no noise
-    if protection == "dp-fedavg":
+    if protection == "dp-fedavg-fixed":
         dp = summary["privacy"]["dp-fedavg"]
         assert dp["rounds_accounted"] == 0 and dp["rounds_without_replies"] == [1, 2] and dp["epsilon"] == 0.0
 

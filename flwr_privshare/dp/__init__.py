@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .opacus_logging import quiet_import
-from .section import ACCOUNTANTS, CLIPPING_MODES, DPSection
+from .section import ACCOUNTANTS, CLIPPING_MODES, SAMPLING_MODES, DPSection
 
 if TYPE_CHECKING:
     from .accounting import (
-        SAMPLING_ASSUMPTION,
+        SAMPLING_ASSUMPTIONS,
         UserLevelAccountant,
         adaptive_round_noise_multiplier,
         epsilon_rdp,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .dpsgd import DPSGDResult, history_from_record, history_to_record, make_private_compatible, train_dp_sgd
 
 _LAZY = {
-    "SAMPLING_ASSUMPTION": ".accounting",
+    "SAMPLING_ASSUMPTIONS": ".accounting",
     "UserLevelAccountant": ".accounting",
     "adaptive_round_noise_multiplier": ".accounting",
     "epsilon_rdp": ".accounting",
@@ -47,7 +47,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACCOUNTANTS",
     "CLIPPING_MODES",
-    "SAMPLING_ASSUMPTION",
+    "SAMPLING_ASSUMPTIONS",
+    "SAMPLING_MODES",
     "DPSGDResult",
     "DPSection",
     "UserLevelAccountant",

@@ -1,17 +1,21 @@
 """Privacy accounting with Opacus's RDP accountant.
 
 User-level DP-FedAvg (McMahan et al., 2018, https://arxiv.org/abs/1710.06963) releases one
-Gaussian-noised average of clipped client updates per round. With ``m`` of ``N`` clients
-sampled per round, the round is a subsampled Gaussian mechanism with sample rate
-``q = m / N`` and one step; Opacus's RDP accountant composes the rounds (Mironov et al.,
-2019, https://arxiv.org/abs/1908.10530). Two caveats are reported with every epsilon:
+Gaussian-noised average of clipped client updates per round: a subsampled Gaussian mechanism
+with sample rate ``q = m / N`` (``m`` of ``N`` clients per round) and one step, composed over
+the rounds by Opacus's RDP accountant (Mironov et al., 2019, https://arxiv.org/abs/1908.10530).
+The sampling decides whether that epsilon is exact (:data:`SAMPLING_ASSUMPTIONS`):
 
-- Flower samples a fixed number of clients *without replacement*; RDP amplification is
-  proven for Poisson sampling, so the amplified epsilon is an approximation. The
-  no-amplification epsilon (``q = 1``) is a valid upper bound and is reported beside it.
-- A round in which only ``k < m`` sampled clients reply averages over ``k`` with noise
-  calibrated for ``m``: its sensitivity is ``C / k``, so it is accounted with the effective
-  noise multiplier ``z * k / m``.
+- ``"poisson"``: every client joins a round independently with probability ``q``, and the
+  noisy sum is divided by the expected count ``m`` (the paper's fixed-denominator estimator),
+  so a round's noise and sensitivity do not depend on who replied. This is the sampling RDP
+  amplification is proven for: the epsilon is exact. Every round is accounted at ``z``, also
+  one in which nobody was sampled or replied (it still releases noise).
+- ``"fixed"``: Flower's own sampling of exactly ``m`` clients *without replacement*; the
+  amplified epsilon is then an approximation and the no-amplification epsilon (``q = 1``),
+  reported beside it, the valid upper bound. A round in which only ``k < m`` sampled clients
+  reply averages over ``k`` with noise calibrated for ``m``: its sensitivity is ``C / k``, so
+  it is accounted with the effective noise multiplier ``z * k / m``.
 
 Adaptive clipping (Andrew et al., 2021, https://arxiv.org/abs/1905.03871) as Flower 1.41
 implements it releases two things per round, and :func:`adaptive_round_noise_multiplier`
@@ -35,15 +39,21 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from .opacus_logging import drop_opacus_root_handler
-from .section import DPSection
+from .section import SAMPLING_MODES, DPSection
 
 drop_opacus_root_handler()
 
-SAMPLING_ASSUMPTION = (
-    "Flower samples a fixed number m of N clients without replacement each round; epsilon "
-    "uses Opacus RDP for Poisson sampling at q = m/N, one step per round (an approximation). "
-    "epsilon_no_amplification (q = 1) is a valid upper bound."
-)
+SAMPLING_ASSUMPTIONS = {
+    "poisson": (
+        "Poisson sampling: each of N clients joins a round independently with probability q = m/N and the noisy "
+        "sum is divided by m; epsilon is Opacus RDP for Poisson sampling at q, one step per round (exact)."
+    ),
+    "fixed": (
+        "Flower samples a fixed number m of N clients without replacement each round; epsilon "
+        "uses Opacus RDP for Poisson sampling at q = m/N, one step per round (an approximation). "
+        "epsilon_no_amplification (q = 1) is a valid upper bound."
+    ),
+}
 
 
 def validate_dp_parameters(
@@ -99,26 +109,35 @@ class UserLevelAccountant:
         num_sampled: clients sampled per round, ``m``.
         num_total: clients in the federation, ``N``.
         delta: the target delta.
+        sampling: ``"poisson"`` or ``"fixed"`` (see the module docstring).
     """
 
-    def __init__(self, noise_multiplier: float, num_sampled: int, num_total: int, delta: float) -> None:
+    def __init__(
+        self, noise_multiplier: float, num_sampled: int, num_total: int, delta: float, sampling: str = "poisson"
+    ) -> None:
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
         self.noise_multiplier = noise_multiplier
+        self.sampling = sampling
         self.num_sampled = num_sampled
         self.sample_rate = num_sampled / num_total
         self.delta = delta
         self.history: list[tuple[float, float, int]] = []
 
     def step(self, num_replies: int, noise_multiplier: float | None = None) -> None:
-        """Account one released round that averaged ``num_replies`` clipped updates.
+        """Account one released round that summed ``num_replies`` clipped updates.
 
-        ``noise_multiplier`` overrides the effective multiplier of the round (adaptive
-        clipping computes it with :func:`adaptive_round_noise_multiplier`).
+        With Poisson sampling every round costs ``z``; with fixed sampling a round of
+        ``k < m`` replies costs ``z * k / m``. ``noise_multiplier`` overrides the effective
+        multiplier of the round (adaptive clipping computes it with
+        :func:`adaptive_round_noise_multiplier`).
         """
-        effective = (
-            noise_multiplier
-            if noise_multiplier is not None
-            else self.noise_multiplier * min(num_replies, self.num_sampled) / self.num_sampled
-        )
+        if noise_multiplier is not None:
+            effective = noise_multiplier
+        elif self.sampling == "poisson":
+            effective = self.noise_multiplier
+        else:
+            effective = self.noise_multiplier * min(num_replies, self.num_sampled) / self.num_sampled
         if self.history and self.history[-1][0] == effective:
             z, q, steps = self.history[-1]
             self.history[-1] = (z, q, steps + 1)
@@ -131,7 +150,7 @@ class UserLevelAccountant:
         return sum(steps for _, _, steps in self.history)
 
     def epsilon(self) -> float:
-        """Epsilon with amplification by client sampling (the Poisson approximation)."""
+        """Epsilon with amplification by client sampling (exact for Poisson sampling, see the module docstring)."""
         return epsilon_rdp(self.history, self.delta)
 
     def epsilon_no_amplification(self) -> float:

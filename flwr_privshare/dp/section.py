@@ -9,6 +9,8 @@ from ..config.section import Section, setting
 
 ACCOUNTANTS = ("rdp", "prv")
 CLIPPING_MODES = ("server", "client", "server-adaptive", "client-adaptive")
+#: DP-FedAvg's client sampling: Poisson (the accountant's own assumption) or Flower's fixed-size sample.
+SAMPLING_MODES = ("poisson", "fixed")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class DPSection(Section):
         "DP-FedAvg clipping on the server or the client, fixed or adaptive (Andrew et al. 2021)",
         one_of(CLIPPING_MODES),
     )
+    dp_sampling: str = setting(
+        "poisson",
+        "DP-FedAvg client sampling: 'poisson' (each client joins with probability fraction-train; epsilon exact) or "
+        "'fixed' (Flower's fixed-size sample; epsilon approximate, needed by adaptive clipping)",
+        one_of(SAMPLING_MODES),
+    )
     dp_clipped_count_stddev: float = setting(
         0.0,
         "adaptive clipping's noise std on the clipped-client count (0: Flower's default, sampled clients / 20)",
@@ -53,4 +61,10 @@ class DPSection(Section):
             "target-epsilon",
             self.target_epsilon,
             f"0 with dp-clipping {self.dp_clipping!r} (with adaptive clipping epsilon is only known after the run)",
+        )
+        require(
+            not (self.dp_sampling == "poisson" and self.dp_clipping.endswith("adaptive")),
+            "dp-sampling",
+            self.dp_sampling,
+            f"'fixed' with dp-clipping {self.dp_clipping!r} (Flower's adaptive clipping averages a fixed-size sample)",
         )

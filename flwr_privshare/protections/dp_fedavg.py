@@ -56,6 +56,7 @@ class DPFedAvgProtection(Protection):
             "num_total_clients": num_total,
             "delta": dp.delta,
             "clipping": dp.dp_clipping,
+            "sampling": dp.dp_sampling,
         }
         if dp.dp_clipping.endswith("adaptive") and dp.dp_clipped_count_stddev > 0:
             settings["clipped_count_stddev"] = dp.dp_clipped_count_stddev

@@ -122,6 +122,7 @@ CASES: dict[str, Case] = {
             "noise-multiplier": 0.5,
             "clipping-norm": 1.0,
             "dp-clipping": "client-adaptive",
+            "dp-sampling": "fixed",
             "dp-clipped-count-stddev": 1.0,
         },
     ),

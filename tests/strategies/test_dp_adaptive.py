@@ -37,7 +37,7 @@ def test_server_adaptive_norm_moves_and_epsilon_composes_both_releases() -> None
         clipped_count_stddev=4.0,
         clipping_norm=0.1,
     )
-    adaptive = strategy.dp_strategy
+    adaptive = strategy.adaptive
     z_update = adaptive.noise_multiplier  # type: ignore[attr-defined]
     assert z_update > 1.1  # Flower raises the update noise to make room for the count's
     rng = np.random.default_rng(0)

@@ -1,7 +1,8 @@
-"""DPFedAvg: Opacus-checked accounting, noise calibration, clipping, inner strategies, bad input."""
+"""DPFedAvg: Opacus-checked accounting, noise calibration, clipping, sampling, inner strategies, bad input."""
 
 from __future__ import annotations
 
+import random
 from typing import cast
 
 import numpy as np
@@ -59,6 +60,7 @@ def dp(inner: FedAvg | None = None, **overrides: object) -> DPFedAvg:
         "num_sampled_clients": 4,
         "num_total_clients": 40,
         "delta": 1e-5,
+        "sampling": "fixed",
         **overrides,
     }
     return DPFedAvg(inner or FedAvg(fraction_train=0.1, min_available_nodes=1), **settings)  # type: ignore[arg-type]
@@ -180,6 +182,8 @@ def test_target_epsilon_picks_the_noise_and_unreachable_targets_fail() -> None:
         ({"delta": 1.0}, r"'delta' is 1.0; it must be a number in \(0, 1\)"),
         ({"num_sampled_clients": 41}, r"between 1 and the number of clients \(40\), got 41"),
         ({"clipping": "both"}, "clipping must be one of"),
+        ({"sampling": "uniform"}, "sampling must be one of"),
+        ({"clipping": "server-adaptive", "sampling": "poisson"}, "adaptive clipping needs sampling='fixed'"),
     ],
 )
 def test_bad_input_is_rejected_before_training(overrides: dict[str, object], pattern: str) -> None:
@@ -240,3 +244,68 @@ def test_client_side_clipping_drops_updates_the_clients_did_not_clip() -> None:
     rounds_before = strategy.accountant.rounds
     assert strategy.aggregate_train(2, [reply(global_w + unclipped, 10)]) == (None, None)
     assert strategy.unclipped[2] == 1 and strategy.accountant.rounds == rounds_before
+
+
+def poisson_round(
+    strategy: DPFedAvg, server_round: int, global_w: np.ndarray, updates: list[np.ndarray] | None = None
+) -> tuple[list[int], np.ndarray]:
+    """One Poisson round on 40 nodes; the first ``len(updates)`` chosen nodes reply (all when ``updates`` is None)."""
+    global_arrays = ArrayRecord({"w": Array(global_w)})
+    messages = list(strategy.configure_train(server_round, global_arrays, ConfigRecord(), cast(Grid, FakeGrid(40))))
+    chosen = [msg.metadata.dst_node_id for msg in messages]
+    updates = [np.zeros_like(global_w)] * len(chosen) if updates is None else updates
+    replies = [reply((global_w + u).astype(np.float32), 10) for u in updates]
+    arrays, metrics = strategy.aggregate_train(server_round, replies)
+    assert arrays is not None and metrics is not None
+    return chosen, arrays["w"].numpy() - global_w
+
+
+def test_poisson_sampling_picks_each_node_with_probability_q_reproducibly_from_the_seed() -> None:
+    strategy = dp(sampling="poisson", noise_multiplier=1e-9)
+    random.seed(7)
+    rounds = [poisson_round(strategy, r, np.zeros(4, np.float32))[0] for r in range(1, 401)]
+    sizes = [len(chosen) for chosen in rounds]
+    counts = np.bincount([node for chosen in rounds for node in chosen], minlength=41)[1:]
+    assert abs(np.mean(sizes) - 4.0) < 0.3 and min(sizes) == 0 and max(sizes) >= 8  # Binomial(40, 0.1)
+    assert abs(counts.mean() / 400 - 0.1) < 0.01 and counts.min() > 20  # every node, about q of the rounds
+    random.seed(7)
+    again = dp(sampling="poisson", noise_multiplier=1e-9)
+    assert [poisson_round(again, r, np.zeros(4, np.float32))[0] for r in range(1, 11)] == rounds[:10]
+
+
+def test_poisson_divides_by_m_whoever_replied_and_accounts_every_round_at_z() -> None:
+    strategy = dp(sampling="poisson", noise_multiplier=1e-9)
+    random.seed(0)
+    updates = [np.full(DIM, 0.1 / DIM**0.5, np.float32), np.full(DIM, 5.0 / DIM**0.5, np.float32)]
+    _, aggregate = poisson_round(strategy, 1, np.zeros(DIM, np.float32), updates)
+    expected = (updates[0] + updates[1] * 0.5 / 5.0) / 4  # clipped sum over the expected count m = 4, not over 2
+    np.testing.assert_allclose(aggregate, expected, atol=1e-7)
+    np.random.seed(1)
+    zero = dp(sampling="poisson")
+    _, noise = poisson_round(zero, 1, np.zeros(DIM, np.float32), [])  # nobody replied: noise is still released
+    assert float(noise.std()) == pytest.approx(1.1 * 0.5 / 4, rel=0.02)
+    for server_round in range(2, 4):
+        poisson_round(zero, server_round, np.zeros(DIM, np.float32), updates[:1])
+    rdp = compute_rdp(q=0.1, noise_multiplier=1.1, steps=3, orders=RDPAccountant.DEFAULT_ALPHAS)
+    expected_epsilon, _ = get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=1e-5)
+    assert zero.accountant.history == [(1.1, 0.1, 3)]
+    assert zero.privacy_report()["epsilon"] == pytest.approx(expected_epsilon, abs=1e-6)
+    assert zero.privacy_report()["sampling"] == "poisson" and "exact" in zero.privacy_report()["sampling_assumption"]
+
+
+def test_a_server_optimizer_steps_on_the_noisy_mean() -> None:
+    # Flower's wrappers add the noise after the inner step; here FedAvgM with learning rate 2 doubles the noisy mean.
+    rng = np.random.default_rng(3)
+    updates = [(rng.standard_normal(DIM) * 0.001).astype(np.float32) for _ in range(4)]
+    steps = {}
+    inners = {"FedAvg": FedAvg(fraction_train=0.1), "FedAvgM": FedAvgM(fraction_train=0.1, server_learning_rate=2.0)}
+    for name, inner in inners.items():
+        np.random.seed(5)
+        steps[name] = run_round(dp(inner), 1, updates, np.zeros(DIM, np.float32))
+    np.testing.assert_allclose(steps["FedAvgM"], 2 * steps["FedAvg"], rtol=1e-4, atol=1e-7)
+    assert float(steps["FedAvg"].std()) > 10 * float(np.mean(updates, axis=0).std())  # the noise is in both
+
+
+def test_adaptive_clipping_refuses_a_server_optimizer() -> None:
+    with pytest.raises(TypeError, match="FedAdam takes a server step"):
+        dp(FedAdam(), clipping="server-adaptive")
