@@ -17,6 +17,10 @@ NUM_EXAMPLES = "num-examples"
 # which partitions trained in which round (``participation.json``), the ground truth of
 # membership inference when clients are sampled. An index, not data; never aggregated.
 PARTITION_ID = "partition-id"
+# Seconds a client's local training loop took, in its train reply's metrics; the round's
+# aggregate is the sum over clients (``train-seconds``), so that the time outside training
+# (loading data, building the model, the wire) can be told apart.
+TRAIN_SECONDS = "train-seconds"
 
 # DP-FedAvg with client-side clipping: Flower's fixedclipping_mod reads "clipping_norm";
 # with client-side adaptive clipping the server also sends this flag, so that the client's

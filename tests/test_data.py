@@ -64,6 +64,19 @@ def test_partitions_are_disjoint_seeded_and_exclude_the_public_split(partitioner
         assert {len(p) for p in parts} == {1800}
 
 
+@pytest.mark.parametrize(("num_rows", "num_partitions"), [(103, 10), (60, 7), (7, 7), (1000, 1000)])
+def test_iid_shards_are_the_ones_flwr_datasets_cuts(num_rows: int, num_partitions: int) -> None:
+    from flwr_privshare.data.partitions import build_partitioner, rows_of_partition
+
+    rows = np.random.default_rng(0).permutation(num_rows)
+    impl = build_partitioner(
+        torch.zeros(num_rows, dtype=torch.int64), rows, partitioner="iid", num_partitions=num_partitions, seed=0
+    )
+    for partition in range(num_partitions):
+        expected = np.asarray(impl.load_partition(partition)["row"], dtype=np.int64)  # the library's own shard
+        assert np.array_equal(rows_of_partition(impl, partition), expected)
+
+
 def test_bad_partition_requests(cifar_test) -> None:  # type: ignore[no-untyped-def]
     _, private = split_public(100, 10, seed=0)
     with pytest.raises(DataError, match="partitioner must be one of"):

@@ -9,6 +9,7 @@ brings its own loop: DP-SGD) and reply with the model arrays and scalar metrics 
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import torch
@@ -31,7 +32,7 @@ from ..data import ImageDataset, load_split, public_split
 from ..data.export import node_partition
 from ..models import build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
-from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND
+from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND, TRAIN_SECONDS
 from ..recipe.section import recipe_of, server_optimizer_of
 from ..seeding import derive_seed, seeded
 from ..train import get_device, release_device_memory, train
@@ -43,10 +44,18 @@ def aggregate_client_metrics(records: list[RecordDict], weighted_by_key: str) ->
 
     A weighted mean of per-client epsilons means nothing; the guarantee of a DP-SGD round
     is that of its worst client (``epsilon-max``). Partition ids are not averaged (the
-    ``Recorded`` wrapper records them).
+    ``Recorded`` wrapper records them); training seconds are summed.
     """
     metrics = aggregate_metricrecords(records, weighted_by_key)
     metrics.pop(PARTITION_ID, None)
+    seconds = [
+        float(cast(float, record[TRAIN_SECONDS]))
+        for content in records
+        for record in content.metric_records.values()
+        if TRAIN_SECONDS in record
+    ]
+    if seconds:
+        metrics[TRAIN_SECONDS] = sum(seconds)
     epsilons = [
         float(cast(float, record["epsilon"]))
         for content in records
@@ -114,11 +123,13 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
         server_round=server_round,
     )
     trainer = next((p for p in protections if p.replaces_training()), None)
+    started = time.perf_counter()
     if trainer is not None:
         trained = dict(trainer.train(model, data, context, local))
     else:
         loss = train(model, data, generator=torch.Generator().manual_seed(local.seed), **local.loop_settings())
         trained = {"loss": loss}
+    trained[TRAIN_SECONDS] = time.perf_counter() - started
     metrics = MetricRecord(
         {"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), PARTITION_ID: partition_id, **data_metrics, **trained}
     )

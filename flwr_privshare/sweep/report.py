@@ -17,16 +17,23 @@ from typing import Any
 
 from ..report import HEADLINE_ATTACKS, row_of, worst_case
 from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text, package_versions
+from ..summary import load_summary
 from .runner import CellOutcome
 from .spec import SweepSpec
 
-#: Per (method, clients): the columns averaged over seeds, and their labels.
+#: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data).
 AGGREGATED = {
     "accuracy": "accuracy",
+    "plain_accuracy": "accuracy (plain test)",
     "epsilon": "epsilon",
+    "noise_multiplier": "noise multiplier",
+    "vfe_gain": "VFE gain",
+    "oracle_recognition": "oracle recognition",
     "round_time_s": "round time (s)",
     "attack_auc": "strongest membership AUC",
 }
+#: Columns shown as percentages.
+PERCENT = ("accuracy", "plain_accuracy", "oracle_recognition")
 
 
 def round_time(folder: Path) -> float | None:
@@ -51,6 +58,11 @@ def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
     folder = spec.runs_dir / cell.name
     if (folder / "summary.json").is_file():
         row.update(row_of(folder))
+        summary = load_summary(folder)
+        plain = summary.details.get("final_plain_accuracy")
+        row["plain_accuracy"] = plain if plain != summary.final_accuracy else None  # only where the views differ
+        row["noise_multiplier"] = (summary.dp or {}).get("noise_multiplier")
+        row["vfe_gain"] = summary.privacy.get("visualmixer", {}).get("vfe_gain")
         row["round_time_s"] = round_time(folder)
         aucs = [found[1] for attack in HEADLINE_ATTACKS if (found := worst_case(row, attack))]
         row["attack_auc"] = max(aucs) if aucs else None
@@ -91,7 +103,7 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
             mean, std = row[f"{column}_mean"], row[f"{column}_std"]
             if mean is None:
                 cells.append("-")
-            elif column == "accuracy":
+            elif column in PERCENT:
                 cells.append(f"{mean:.1%} ± {std:.1%}")
             else:
                 cells.append(f"{mean:.3g} ± {std:.2g}")
