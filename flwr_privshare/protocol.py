@@ -21,6 +21,9 @@ PARTITION_ID = "partition-id"
 # aggregate is the sum over clients (``train-seconds``), so that the time outside training
 # (loading data, building the model, the wire) can be told apart.
 TRAIN_SECONDS = "train-seconds"
+# 1 when the client trained on a CUDA device, 0 on the CPU; the round's mean is the share of
+# clients on a GPU (``client-resources-num-gpus`` > 0 gives each Ray actor one).
+ON_CUDA = "on-cuda"
 
 # DP-FedAvg with client-side clipping: Flower's fixedclipping_mod reads "clipping_norm";
 # with client-side adaptive clipping the server also sends this flag, so that the client's

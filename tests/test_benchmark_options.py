@@ -47,3 +47,17 @@ def test_the_command_line_writes_flags_bare_and_skips_unset_options() -> None:
     assert command_line("benchmarks.x", {"clients": 8, "no_self_check": True, "stem": ""}) == (
         "python -m benchmarks.x --clients 8 --no-self-check"
     )
+
+
+def test_the_gpu_checks_refuse_to_run_without_cuda(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    import torch
+
+    from benchmarks import gpu_checks
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["gpu_checks", "--data-root", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu_checks.main()
+    assert not gpu_checks.RESULTS.with_suffix(".json.tmp").exists()

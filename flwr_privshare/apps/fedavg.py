@@ -32,7 +32,16 @@ from ..data import ImageDataset, load_split, public_split
 from ..data.export import node_partition
 from ..models import build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
-from ..protocol import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, NUM_EXAMPLES, PARTITION_ID, SERVER_ROUND, TRAIN_SECONDS
+from ..protocol import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    ON_CUDA,
+    PARTITION_ID,
+    SERVER_ROUND,
+    TRAIN_SECONDS,
+)
 from ..recipe.section import recipe_of, server_optimizer_of
 from ..seeding import derive_seed, seeded
 from ..train import get_device, release_device_memory, train
@@ -130,6 +139,7 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
         loss = train(model, data, generator=torch.Generator().manual_seed(local.seed), **local.loop_settings())
         trained = {"loss": loss}
     trained[TRAIN_SECONDS] = time.perf_counter() - started
+    trained[ON_CUDA] = int(local.device.type == "cuda")
     metrics = MetricRecord(
         {"loss": trained.pop("loss"), NUM_EXAMPLES: len(data), PARTITION_ID: partition_id, **data_metrics, **trained}
     )
