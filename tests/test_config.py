@@ -199,3 +199,13 @@ def test_seeded_fixes_module_initialisation_and_restores_the_global_rng() -> Non
         other = torch.nn.Linear(4, 3).weight.detach().clone()
     assert torch.equal(first, second) and not torch.equal(first, other)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_parsed_run_config_is_kept_and_a_refused_one_is_refused_every_time() -> None:
+    schema = AppSchema((CommonSection,))
+    first = schema.parse({"batch-size": 8})
+    assert schema.parse({"batch-size": 8}) is first and first[CommonSection].batch_size == 8
+    assert schema.parse({"batch-size": 16})[CommonSection].batch_size == 16
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="'batch-size' is 0"):
+            schema.parse({"batch-size": 0})

@@ -49,12 +49,19 @@ class RunConfig:
         return values
 
 
+#: Parsed run configs an :class:`AppSchema` keeps (a process serves the clients of one run at a time).
+PARSED_KEPT = 8
+
+
 @dataclass(frozen=True)
 class AppSchema:
     """The sections an app declares, in order, and the app's own defaults where they differ from the sections'."""
 
     sections: tuple[type[Section], ...]
     overrides: Mapping[str, RunConfigValue] = field(default_factory=dict)
+    _parsed: dict[tuple[tuple[str, Any], ...], RunConfig] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         owners: dict[str, str] = {}
@@ -83,10 +90,26 @@ class AppSchema:
                 raise unknown_key_error(key, known, where)
 
     def parse(self, run_config: Mapping[str, Any]) -> RunConfig:
-        """Check the keys, then build every section (unset keys take their defaults)."""
+        """Check the keys, then build every section (unset keys take their defaults).
+
+        A client handler parses its run's config on every call; the sections are frozen and
+        valid once built, so the last configs parsed are kept (by value) and handed out again.
+        """
+        try:
+            key: tuple[tuple[str, Any], ...] | None = tuple(sorted(run_config.items()))
+            hash(key)
+        except TypeError:  # an unhashable value: parsing refuses it below
+            key = None
+        if key is not None and key in self._parsed:
+            return self._parsed[key]
         self.check_keys(run_config)
         values = {**self.overrides, **run_config}
-        return RunConfig(tuple(section.from_run_config(values) for section in self.sections))
+        parsed = RunConfig(tuple(section.from_run_config(values) for section in self.sections))
+        if key is not None:
+            if len(self._parsed) >= PARSED_KEPT:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[key] = parsed
+        return parsed
 
     def toml(self) -> str:
         """The ``[tool.flwr.app.config]`` table an app's ``pyproject.toml`` declares: every key at its default."""
