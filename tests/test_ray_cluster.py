@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
     """``ray start --head`` in a temp dir of its own; every process of that cluster is stopped afterwards.
 
     ``ray stop`` would stop every Ray instance on the machine; this kills the cluster's processes by
-    its temp dir instead.
+    its temp dir instead, and removes the dir (with the address file a later ``ray.init()`` would
+    otherwise try to join).
     """
     temp_dir = Path("/tmp") / f"privshare-ray-{os.getpid()}-{time.monotonic_ns()}"  # Ray's socket paths stay short
     port = free_port()
@@ -49,6 +51,7 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
         for pid in map(int, found.stdout.split()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
