@@ -12,7 +12,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.apps.node_order import PartitionOrderedGrid
 
-from .experiments import VISUALMIXER
+from .experiments import DP, VISUALMIXER
 from .inprocess import InProcessGrid, run_in_process
 
 
@@ -50,12 +50,15 @@ def test_nodes_list_by_partition_and_nodes_without_one_come_last() -> None:
     assert list(PartitionOrderedGrid(grid).get_node_ids()) == [40, 10, 20, 30]  # type: ignore[arg-type]
 
 
-def test_two_runs_with_one_seed_train_the_same_clients_and_end_equal(tmp_path: Path, data_root: Path) -> None:
+@pytest.mark.parametrize("protection", ["none", "dp-fedavg"])
+def test_two_runs_with_one_seed_train_the_same_clients_and_end_equal(
+    tmp_path: Path, data_root: Path, protection: str
+) -> None:
     config = {
         "dataset": "ylecun/mnist",
         "data-dir": str(data_root / "mnist"),
         "output-dir": str(tmp_path),
-        "protection": "none",
+        "protection": protection,
         "samples-per-client": 32,
         "test-size": 64,
         "public-size": 0,
@@ -63,10 +66,17 @@ def test_two_runs_with_one_seed_train_the_same_clients_and_end_equal(tmp_path: P
         "fraction-train": 0.5,
         "oracle-epochs": 0,
     }
+    experiment = VISUALMIXER if protection == "none" else DP  # DP-FedAvg samples by Poisson, FedAvg 3 of 6
     folders = [
-        run_in_process(VISUALMIXER, 6, {**config, "run-name": f"run{draw}"}, random_node_ids(6, draw))
+        run_in_process(experiment, 6, {**config, "run-name": f"run{draw}"}, random_node_ids(6, draw))
         for draw in range(2)
     ]
     participation = [json.loads((folder / "participation.json").read_text()) for folder in folders]
-    assert participation[0] == participation[1] and all(len(p) == 3 for p in participation[0].values())
+    assert participation[0] == participation[1]
     assert (folders[0] / "model.pt").read_bytes() == (folders[1] / "model.pt").read_bytes()
+    if protection == "none":
+        assert all(len(p) == 3 for p in participation[0].values())
+    else:
+        summary = json.loads((folders[0] / "summary.json").read_text())
+        assert summary["privacy"]["dp-fedavg"]["sampling"] == "poisson"
+        assert summary["privacy"]["dp-fedavg"]["sample_rate"] == 0.5
