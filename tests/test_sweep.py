@@ -100,11 +100,15 @@ def test_a_small_sweep_runs_every_cell_and_reports_it(small_sweep: tuple[Path, l
     rows = {row["cell"]: row for row in csv.DictReader((out / "sweep.csv").open())}
     assert rows["plain-c3-s7"]["clients"] == "3" and rows["plain-c3-s7"]["epsilon"] == ""
     assert float(rows["dp-fedavg-c2-s7"]["epsilon"]) > 0
+    noise = json.loads((out / "runs" / "dp-fedavg-c2-s7" / "summary.json").read_text())["privacy"]["dp-fedavg"]
+    assert float(rows["dp-fedavg-c2-s7"]["noise_multiplier"]) == noise["noise_multiplier"]
+    assert rows["plain-c2-s7"]["noise_multiplier"] == "" and rows["plain-c2-s7"]["plain_accuracy"] == ""
     summary = json.loads((out / "runs" / "dp-fedavg-c3-s7" / "summary.json").read_text())
     assert summary["client_failures"] == 1 and summary["seed"] == 7  # the raising client is counted, the run went on
     for plot in ("accuracy_vs_clients", "epsilon_vs_clients", "round_time_vs_clients"):
         assert (out / f"{plot}.png").stat().st_size > 1000
-    assert "| dp-fedavg | 3 | 1/1 |" in (out / "sweep.md").read_text()
+    report = (out / "sweep.md").read_text()
+    assert "| dp-fedavg | 3 | 1/1 |" in report and "| noise multiplier |" in report
 
 
 def test_rerunning_a_finished_sweep_runs_nothing(small_sweep: tuple[Path, list[CellOutcome]]) -> None:
