@@ -70,7 +70,8 @@ def test_visualmixer_reply_carries_only_model_arrays_and_metrics(data_root: Path
     for array in arrays.values():
         assert array.numpy().dtype == np.float32 and not (array.shape and array.shape[-2:] == (32, 32))
     metrics = dict(content.metric_records["metrics"])
-    assert set(metrics) == {"loss", "num-examples", "partition-id", "vfe-plain", "vfe-mixed"}
+    scalars = {"loss", "num-examples", "partition-id", "vfe-plain", "vfe-mixed", "train-seconds", "on-cuda"}
+    assert set(metrics) == scalars
     assert all(isinstance(value, (int, float)) for value in metrics.values())
     key = mixing_seed(42, context)
     assert key not in metrics.values()
@@ -110,7 +111,13 @@ def test_same_seed_gives_identical_client_updates(data_root: Path) -> None:
 
 def test_plain_client_sends_no_visualmixer_metrics(data_root: Path) -> None:
     reply, context = run_train(data_root, 0, protection="none")
-    assert set(reply.content.metric_records["metrics"]) == {"loss", "num-examples", "partition-id"}
+    assert set(reply.content.metric_records["metrics"]) == {
+        "loss",
+        "num-examples",
+        "partition-id",
+        "train-seconds",
+        "on-cuda",
+    }
     assert VIM_STATE_KEY not in context.state
 
 

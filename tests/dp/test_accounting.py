@@ -15,8 +15,16 @@ def reference(history: list[tuple[float, float, int]], delta: float) -> float:
     return float(get_privacy_spent(orders=orders, rdp=rdp, delta=delta)[0])
 
 
+def test_poisson_rounds_cost_z_whoever_replied() -> None:
+    accountant = UserLevelAccountant(0.9, num_sampled=5, num_total=100, delta=1e-6)  # sampling="poisson"
+    for replies in (5, 3, 0):
+        accountant.step(replies)
+    assert accountant.history == [(0.9, 0.05, 3)]
+    assert accountant.epsilon() == pytest.approx(reference([(0.9, 0.05, 3)], 1e-6), abs=1e-6)
+
+
 def test_rounds_compose_like_opacus() -> None:
-    accountant = UserLevelAccountant(0.9, num_sampled=5, num_total=100, delta=1e-6)
+    accountant = UserLevelAccountant(0.9, num_sampled=5, num_total=100, delta=1e-6, sampling="fixed")
     for _ in range(30):
         accountant.step(5)
     accountant.step(3)
