@@ -200,9 +200,8 @@ class DPFedAvg(Strategy):
         self.sampling = sampling
         #: Flower's adaptive-clipping wrapper; ``None`` with fixed clipping, which DPFedAvg does itself.
         self.adaptive: ServerSideAdaptiveClipping | ClientSideAdaptiveClipping | None = None
+        DPSection(dp_clipping=clipping, dp_sampling=sampling)  # the rule: adaptive clipping samples a fixed size
         if clipping.endswith("adaptive"):
-            if sampling != "fixed":
-                raise ValueError(f"adaptive clipping needs sampling='fixed', got sampling={sampling!r}")
             check_no_server_step(strategy)
             adaptive = ServerSideAdaptiveClipping if clipping == "server-adaptive" else ClientSideAdaptiveClipping
             self.adaptive = adaptive(

@@ -56,8 +56,12 @@ def test_the_gpu_checks_refuse_to_run_without_cuda(monkeypatch: pytest.MonkeyPat
 
     from benchmarks import gpu_checks
 
+    def written() -> int | None:
+        return gpu_checks.RESULTS.stat().st_mtime_ns if gpu_checks.RESULTS.exists() else None
+
+    before = written()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(sys, "argv", ["gpu_checks", "--data-root", str(tmp_path)])
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu_checks.main()
-    assert not gpu_checks.RESULTS.with_suffix(".json.tmp").exists()
+    assert written() == before  # refused before anything ran or was written

@@ -96,7 +96,7 @@ def rows_of_partition(impl: Partitioner, partition_id: int) -> np.ndarray:
     a new Dataset with a hashed fingerprint per call, which cost more than the rest of a client
     call at 1,000 clients. Its shards are contiguous runs of the rows, the first
     ``len % num_partitions`` one row longer: exactly ``np.array_split``'s cut, made once per
-    partitioner (``tests/test_partitions.py`` checks it against ``load_partition``). Other
+    partitioner (``tests/test_data.py`` checks it against ``load_partition``). Other
     partitioners go through ``load_partition`` (the column through Arrow).
     """
     from flwr_datasets.partitioner import IidPartitioner

@@ -45,7 +45,8 @@ class DPSection(Section):
     )
     dp_sampling: str = setting(
         "poisson",
-        "DP-FedAvg client sampling: 'poisson' (each client joins with probability fraction-train; epsilon exact) or "
+        "DP-FedAvg client sampling: 'poisson' (each client joins with probability m/N, m = FedAvg's sample size at "
+        "fraction-train; epsilon exact) or "
         "'fixed' (Flower's fixed-size sample; epsilon approximate, needed by adaptive clipping)",
         one_of(SAMPLING_MODES),
     )

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..report import HEADLINE_ATTACKS, row_of, worst_case
 from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text, package_versions
-from ..summary import load_summary
 from .runner import CellOutcome
 from .spec import SweepSpec
 
@@ -58,11 +57,8 @@ def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
     folder = spec.runs_dir / cell.name
     if (folder / "summary.json").is_file():
         row.update(row_of(folder))
-        summary = load_summary(folder)
-        plain = summary.details.get("final_plain_accuracy")
-        row["plain_accuracy"] = plain if plain != summary.final_accuracy else None  # only where the views differ
-        row["noise_multiplier"] = (summary.dp or {}).get("noise_multiplier")
-        row["vfe_gain"] = summary.privacy.get("visualmixer", {}).get("vfe_gain")
+        if row["plain_accuracy"] == row["accuracy"]:
+            row["plain_accuracy"] = None  # a column only where a protection changes the test images
         row["round_time_s"] = round_time(folder)
         aucs = [found[1] for attack in HEADLINE_ATTACKS if (found := worst_case(row, attack))]
         row["attack_auc"] = max(aucs) if aucs else None

@@ -183,7 +183,10 @@ def test_target_epsilon_picks_the_noise_and_unreachable_targets_fail() -> None:
         ({"num_sampled_clients": 41}, r"between 1 and the number of clients \(40\), got 41"),
         ({"clipping": "both"}, "clipping must be one of"),
         ({"sampling": "uniform"}, "sampling must be one of"),
-        ({"clipping": "server-adaptive", "sampling": "poisson"}, "adaptive clipping needs sampling='fixed'"),
+        (
+            {"clipping": "server-adaptive", "sampling": "poisson"},
+            "'dp-sampling' is 'poisson'; it must be 'fixed' with dp-clipping 'server-adaptive'",
+        ),
     ],
 )
 def test_bad_input_is_rejected_before_training(overrides: dict[str, object], pattern: str) -> None:
