@@ -30,7 +30,7 @@ from ..attacks.gan import (
 from ..config import CommonSection, RunConfig
 from ..data import ImageDataset, load_split, public_split
 from ..data.export import node_partition
-from ..models import build_model
+from ..models import ImageClassifier, build_model
 from ..protections import LocalTraining, Protection, ProtectionSection, method_name, resolve_protections
 from ..protocol import (
     ARRAYS_KEY,
@@ -82,21 +82,23 @@ def protections_of(run: RunConfig) -> list[Protection]:
     return resolve_protections(run[ProtectionSection].protection, run) if ProtectionSection in run else []
 
 
-def protected_training_data(
-    run: RunConfig, protections: list[Protection], context: Context
-) -> tuple[ImageDataset, dict[str, float]]:
-    """The client's partition after every protection's data hook, and the metrics they report.
-
-    In a GAN-attack run the attacker's partition (in the control run, every partition) has no
-    image of the victim class.
-    """
-    partition_id = int(context.node_config["partition-id"])
+def client_partition(run: RunConfig, context: Context) -> ImageDataset:
+    """The client's partition before any protection; in a GAN-attack run the attacker's partition (in the
+    control run, every partition) has no image of the victim class."""
     data = node_partition(run[CommonSection], context)
     if GanSection in run:
-        data = partition_under_attack(run[GanSection], data, partition_id)
+        data = partition_under_attack(run[GanSection], data, int(context.node_config["partition-id"]))
+    return data
+
+
+def protected_training_data(
+    data: ImageDataset, protections: list[Protection], context: Context, model: ImageClassifier
+) -> tuple[ImageDataset, dict[str, float]]:
+    """The client's partition ``data`` after every protection's data hook (``model``: the received global
+    model), and the metrics they report."""
     metrics: dict[str, float] = {}
     for protection in protections:
-        data, reported = protection.client_data(data, context)
+        data, reported = protection.client_data(data, context, model)
         metrics.update(reported)
     return data, metrics
 
@@ -111,9 +113,10 @@ def train_locally(run: RunConfig, msg: Message, context: Context) -> Message:
     common = run[CommonSection]
     protections = protections_of(run)
     partition_id = int(context.node_config["partition-id"])
-    data, data_metrics = protected_training_data(run, protections, context)
-    model = build_model(common.model_for(data.image_shape), model_outputs_of(run, data.num_classes))
+    partition = client_partition(run, context)
+    model = build_model(common.model_for(partition.image_shape), model_outputs_of(run, partition.num_classes))
     model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+    data, data_metrics = protected_training_data(partition, protections, context, model)
     server_round = cast(int, msg.content.config_records[CONFIG_KEY][SERVER_ROUND])
     if GanSection in run and attacks_now(run[GanSection], partition_id, server_round):
         seed = derive_seed(common.seed, "gan", partition_id)
@@ -163,12 +166,18 @@ class FedAvgExperiment(Experiment):
         if attacked:
             run[GanSection].validate_for(test.num_classes, num_nodes)
         model_name = common.model_for(test.image_shape)
-        test_sets: dict[str, ImageDataset] = {}
-        for protection in protections:
-            test_sets.update(protection.test_sets(test))
-        test_sets["plain"] = test
         with seeded(derive_seed(common.seed, "model-init")):
             model = build_model(model_name, model_outputs_of(run, test.num_classes))
+        for protection in protections:
+            protection.prepare(public, model, model_name)
+        test_sets: dict[str, ImageDataset] = {}
+        for protection in protections:
+            if protection.protected_view_first:
+                test_sets.update(protection.test_sets(test))
+        test_sets["plain"] = test
+        for protection in protections:
+            if not protection.protected_view_first:
+                test_sets.update(protection.test_sets(test))
         plan = Plan(run[ProtectionSection].protection, model_name, model, test_sets, public, protections)
         if attacked:
             audit = prepare_gan_audit(run, protections, public, test, model_name, num_nodes)
@@ -193,6 +202,7 @@ class FedAvgExperiment(Experiment):
         else:
             strategy = FedAvg(**settings)
         for protection in plan.protections:
+            protection.broadcast(grid, run[CommonSection].round_timeout)
             strategy = protection.wrap_strategy(strategy, grid)
         return strategy
 
@@ -206,3 +216,12 @@ class FedAvgExperiment(Experiment):
 
     def train(self, msg: Message, context: Context) -> Message:
         return train_locally(self.schema.parse(context.run_config), msg, context)
+
+    def query(self, msg: Message, context: Context) -> Message:
+        """A protection's query (MDP's feature network before round 1), else the skeleton's queries."""
+        run = self.schema.parse(context.run_config)
+        for protection in protections_of(run):
+            reply = protection.answer_query(msg, context, lambda: client_partition(run, context))
+            if reply is not None:
+                return reply
+        return super().query(msg, context)

@@ -90,7 +90,9 @@ class OracleSection(Section):
 
 @register_attack
 class OracleRecognition(Attack):
-    """Runs whenever ``oracle-epochs`` > 0; on the primary (protected) view, ``plain`` when nothing changes images."""
+    """Runs whenever ``oracle-epochs`` > 0; ``recognition`` is on the primary (protected) view, ``plain`` when
+    nothing changes images, and ``views`` has the accuracy on every test set (for MDP, ``mdp-selected`` and
+    ``mdp-target``: how often the oracle sees the selected image's class or the target's)."""
 
     name = "oracle"
     section = OracleSection
@@ -111,4 +113,9 @@ class OracleRecognition(Attack):
             seed=derive_seed(finished.run[CommonSection].seed, "oracle"),
             device=get_device(),
         )
-        return {"plain_accuracy": accuracies["plain"], "recognition": accuracies[primary], "view": primary}
+        return {
+            "plain_accuracy": accuracies["plain"],
+            "recognition": accuracies[primary],
+            "view": primary,
+            "views": accuracies,
+        }

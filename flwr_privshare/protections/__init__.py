@@ -17,12 +17,14 @@ from .base import (
 )
 from .dp_fedavg import DPFedAvgProtection, dp_clipping_mod
 from .dp_sgd import DPSGDProtection
+from .mdp import MDPProtection
 from .visualmixer import VisualMixerProtection
 
 __all__ = [
     "DPFedAvgProtection",
     "DPSGDProtection",
     "LocalTraining",
+    "MDPProtection",
     "Protection",
     "ProtectionSection",
     "VisualMixerProtection",

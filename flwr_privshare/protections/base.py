@@ -2,7 +2,9 @@
 
 A protection is a class registered under a name with :func:`register_protection`. It may:
 
-- change the client's data (:meth:`Protection.client_data`; VisualMixer shuffles it),
+- change the client's data (:meth:`Protection.client_data`; VisualMixer shuffles it, MDP distorts its mapping),
+- prepare the server and the clients before round 1 (:meth:`Protection.prepare`, :meth:`Protection.broadcast`
+  and the client's answer, :meth:`Protection.answer_query`; MDP's feature network),
 - replace the client's local training (:meth:`Protection.train`; DP-SGD),
 - wrap the server strategy (:meth:`Protection.wrap_strategy`; DP-FedAvg),
 - add evaluation sets (:meth:`Protection.test_sets`) and one section of ``summary.json``
@@ -16,7 +18,7 @@ are refused before any work.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -27,13 +29,14 @@ from ..recipe import Recipe
 
 if TYPE_CHECKING:
     import torch
-    from flwr.app import Context, MetricRecord
+    from flwr.app import Context, Message, MetricRecord
     from flwr.clientapp.typing import Mod
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import Result, Strategy
     from torch import nn
 
     from ..data import ImageDataset
+    from ..models import ImageClassifier
 
 P = TypeVar("P", bound="type[Protection]")
 _REGISTRY: dict[str, type[Protection]] = {}
@@ -78,6 +81,9 @@ class Protection:
     aggregation: ClassVar[str | None] = None
     #: Modules of the ClientApp (Flower mods); they must pass messages that do not concern them through.
     client_mods: ClassVar[tuple[Mod, ...]] = ()
+    #: Whether the protection's test sets come before ``plain`` (the first one is the run's headline accuracy):
+    #: VisualMixer's model is used on shuffled images; MDP's on benign ones.
+    protected_view_first: ClassVar[bool] = True
 
     def __init__(self, run: RunConfig) -> None:
         self.run = run
@@ -96,6 +102,9 @@ class Protection:
     def check_data(self, image_shape: tuple[int, int, int]) -> None:
         """Check the settings that depend on the images (before any work)."""
 
+    def prepare(self, public: ImageDataset, model: ImageClassifier, model_name: str) -> None:
+        """Server-side work before the test sets, given the public split and the initial global model."""
+
     def test_sets(self, test: ImageDataset) -> dict[str, ImageDataset]:
         """Further named test sets the server evaluates every round (the protected view of the test set)."""
         return {}
@@ -103,6 +112,9 @@ class Protection:
     def wrap_strategy(self, strategy: Strategy, grid: Grid) -> Strategy:
         """The strategy the server runs (the given one by default)."""
         return strategy
+
+    def broadcast(self, grid: Grid, timeout: float) -> None:
+        """Send the clients what they need before round 1 (answered by :meth:`answer_query`); nothing by default."""
 
     def report(self, strategy: Strategy, result: Result) -> dict[str, Any] | None:
         """This protection's section of ``summary.json`` (None: no section)."""
@@ -122,9 +134,19 @@ class Protection:
         return None
 
     # -- client side ---------------------------------------------------------------------------
-    def client_data(self, data: ImageDataset, context: Context) -> tuple[ImageDataset, dict[str, float]]:
-        """The client's training data under this protection, and metrics about it to report."""
+    def client_data(
+        self, data: ImageDataset, context: Context, model: ImageClassifier
+    ) -> tuple[ImageDataset, dict[str, float]]:
+        """The client's training data under this protection, and metrics about it to report.
+
+        ``model`` is the global model the client received this round (before training).
+        """
         return data, {}
+
+    def answer_query(self, msg: Message, context: Context, partition: Callable[[], ImageDataset]) -> Message | None:
+        """The client's reply to a query message of this protection's :meth:`broadcast` (None: not ours).
+        ``partition`` loads the client's training data."""
+        return None
 
     def train(self, model: nn.Module, data: ImageDataset, context: Context, local: LocalTraining) -> MetricRecord:
         """Train ``model`` in place on ``data``; return the metrics of the reply (with ``loss``)."""

@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from ..config.common import CommonSection
 from ..data import ImageDataset
+from ..models import ImageClassifier
 from ..seeding import derive_seed
 from ..visualmixer import MixResult, visual_mix
 from ..visualmixer.section import VisualMixerSection
@@ -82,7 +83,9 @@ class VisualMixerProtection(Protection):
             "vfe_gain": float((mixed.vfe_after / mixed.vfe_before.clamp_min(1e-12)).mean()),
         }
 
-    def client_data(self, data: ImageDataset, context: Context) -> tuple[ImageDataset, dict[str, float]]:
+    def client_data(
+        self, data: ImageDataset, context: Context, model: ImageClassifier
+    ) -> tuple[ImageDataset, dict[str, float]]:
         """The shuffled partition, mixed on first use and kept in ``context.state`` (it never leaves the client)."""
         if STATE_KEY in context.state:
             stored = context.state.array_records[STATE_KEY]

@@ -168,7 +168,7 @@ class ReferenceTrainer:
         common = self.run[CommonSection]
         model = self.initial_model(data.num_classes, index)
         context = self.client_context(index, 0)
-        data = self.protected(data, context)
+        data = self.protected(data, context, model)
         recipe = (
             Recipe.from_section(self.run[RecipeSection], data.image_shape, 1, 1)
             if RecipeSection in self.run
@@ -195,7 +195,7 @@ class ReferenceTrainer:
         clients = []
         for client, rows in enumerate(np.array_split(order, self.num_clients)):
             context = self.client_context(index, client)
-            clients.append((self.protected(data.subset(np.sort(rows)), context), context))
+            clients.append((self.protected(data.subset(np.sort(rows)), context, model), context))
         total = sum(len(share) for share, _ in clients)
         server = server_optimizer_of(self.run)
         momentum: dict[str, torch.Tensor] = {}
@@ -241,10 +241,11 @@ class ReferenceTrainer:
             run_config={},
         )
 
-    def protected(self, data: ImageDataset, context: Context) -> ImageDataset:
-        """``data`` after every client-side protection's data hook (VisualMixer shuffles it)."""
+    def protected(self, data: ImageDataset, context: Context, model: ImageClassifier) -> ImageDataset:
+        """``data`` after every client-side protection's data hook (VisualMixer shuffles it; MDP distorts it with
+        ``model``, the reference model before training, when its feature source is the global model)."""
         for protection in self.protections:
-            data, _ = protection.client_data(data, context)
+            data, _ = protection.client_data(data, context, model)
         return data
 
     def train_client(self, model: ImageClassifier, data: ImageDataset, context: Context, local: LocalTraining) -> None:

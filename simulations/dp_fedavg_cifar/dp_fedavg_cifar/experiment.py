@@ -1,8 +1,9 @@
-"""The app's experiment: FedAvg under DP-FedAvg, DP-SGD or VisualMixer with DP-SGD."""
+"""The app's experiment: FedAvg under DP-FedAvg or DP-SGD, alone or with VisualMixer or MDP."""
 
 from flwr_privshare.apps import FedAvgExperiment
 from flwr_privshare.attacks import GanSection, OracleSection
 from flwr_privshare.dp import DPSection
+from flwr_privshare.mdp import MDPSection
 from flwr_privshare.protections import ProtectionSection
 from flwr_privshare.recipe.section import RecipeSection
 from flwr_privshare.visualmixer.section import VisualMixerSection
@@ -11,6 +12,7 @@ EXPERIMENT = FedAvgExperiment(
     RecipeSection,
     ProtectionSection,
     VisualMixerSection,
+    MDPSection,
     DPSection,
     OracleSection,
     GanSection,

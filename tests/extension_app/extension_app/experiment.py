@@ -7,6 +7,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from flwr_privshare.apps import FedAvgExperiment
 from flwr_privshare.data import ImageDataset
+from flwr_privshare.models import ImageClassifier
 from flwr_privshare.protections import Protection, ProtectionSection, register_protection
 
 
@@ -20,7 +21,9 @@ class InvertColours(Protection):
 
     name = "invert"
 
-    def client_data(self, data: ImageDataset, context: Context) -> tuple[ImageDataset, dict[str, float]]:
+    def client_data(
+        self, data: ImageDataset, context: Context, model: ImageClassifier
+    ) -> tuple[ImageDataset, dict[str, float]]:
         return inverted(data), {"inverted-mean": float(255 - data.images.float().mean())}
 
     def test_sets(self, test: ImageDataset) -> dict[str, ImageDataset]:
