@@ -17,25 +17,21 @@ import torch
 
 from ..config import AppSchema, CommonSection, RunConfig, Section
 from ..data import load_split, public_split
-from ..dp.section import DPSection
 from ..models import build_model
 from ..poisoning.section import DPMSection
-from ..protections import ProtectionSection
+from ..protections import ProtectionSection, registered_protections
 from ..recipe.section import RecipeSection
 from ..results import RUN_FOLDER_FORMAT, RunFolder
 from ..summary import RunSummary, load_summary
-from ..visualmixer.section import VisualMixerSection
 from .base import FinishedRun
 from .gan import GanSection, model_outputs_of
 from .oracle import OracleSection
 
-#: Every config section an app of this package may declare.
-KNOWN_SECTIONS: tuple[type[Section], ...] = (
+#: The config sections an app of this package may declare besides those of the registered protections.
+APP_SECTIONS: tuple[type[Section], ...] = (
     CommonSection,
     RecipeSection,
     ProtectionSection,
-    VisualMixerSection,
-    DPSection,
     OracleSection,
     GanSection,
     DPMSection,
@@ -56,9 +52,15 @@ class LoadedRun:
     config: dict[str, Any]
 
 
+def known_sections() -> list[type[Section]]:
+    """Every config section an app may declare: the apps' own and every registered protection's."""
+    from_protections = (cls.section for cls in registered_protections().values() if cls.section is not None)
+    return list(dict.fromkeys((*APP_SECTIONS, *from_protections)))
+
+
 def parse_run_config(values: dict[str, Any]) -> RunConfig:
     """The run config of ``config.json``: the known sections whose keys it holds, parsed together."""
-    sections = [s for s in KNOWN_SECTIONS if s is CommonSection or set(s.declared()) <= set(values)]
+    sections = [s for s in known_sections() if s is CommonSection or set(s.declared()) <= set(values)]
     owned = {key for section in sections for key in section.declared()}
     unknown = sorted(set(values) - owned)
     if unknown:

@@ -270,6 +270,7 @@ class MembershipInference(Attack):
             cache,
             training=self.options.reference_training,
             num_clients=finished.num_clients,
+            public=finished.public,
         )
         for index in tqdm(range(len(memberships)), desc="reference models", unit="model", disable=not len(memberships)):
             reference = trainer.model(data.pool, memberships[index], index, data.pool_digest)

@@ -104,6 +104,8 @@ class ReferenceTrainer:
         cache_dir: where trained models are kept (None: no cache).
         training: one of :data:`REFERENCE_TRAININGS`.
         num_clients: the target's clients (the federated reference runs split their half over as many).
+        public: the run's public split: protections prepare on it as the run's server did (MDP trains the
+            feature network it broadcast to every client, so any insider knows it).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class ReferenceTrainer:
         cache_dir: Path | None,
         training: str = "centralised",
         num_clients: int = 1,
+        public: ImageDataset | None = None,
     ) -> None:
         if training not in REFERENCE_TRAININGS:
             raise ValueError(f"reference training must be one of {REFERENCE_TRAININGS}, got {training!r}")
@@ -128,6 +131,9 @@ class ReferenceTrainer:
         self.protections = (
             resolve_protections(run[ProtectionSection].protection, run) if ProtectionSection in run else []
         )
+        if public is not None:
+            for protection in self.protections:
+                protection.prepare(public, build_model(model_name, public.num_classes), model_name)
 
     def cache_key(self, pool_rows_digest: str, membership: np.ndarray, index: int) -> str:
         """A digest of everything that decides reference model ``index``."""
