@@ -67,6 +67,8 @@ def test_visualmixer_run_on_cifar(tmp_path: Path, data_root: Path, superlink: Lo
     assert {"mixed_accuracy", "plain_accuracy", "train_vfe-mixed"} <= set(rows[0])
 
 
+@pytest.mark.slow  # the plain client path runs in every CI run in process (tests/test_wire.py) and under flwr run
+# in the sweep test; this recorded case is the MNIST baseline's
 def test_plain_baseline_on_mnist(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
     folder = run_recorded("none-mnist", tmp_path, data_root, superlink)
     summary = check_run_folder(folder, (1, 28, 28), "none")
@@ -88,10 +90,10 @@ def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(
 @pytest.mark.parametrize(
     "case",
     [
-        # DP-SGD alone and fixed client clipping are slow-only: visualmixer+dp-sgd and the adaptive case run
-        # the same client paths (Opacus; the clipping mod) in every CI run
+        # Slow-only: DP-SGD alone, server clipping and fixed client clipping. Every CI run covers their paths:
+        # visualmixer+dp-sgd (Opacus), the adaptive case (the clipping mod), the deployment test (server clipping)
         pytest.param("dp-sgd", marks=pytest.mark.slow),
-        "dp-fedavg",
+        pytest.param("dp-fedavg", marks=pytest.mark.slow),
         pytest.param("dp-fedavg-client", marks=pytest.mark.slow),
         "dp-fedavg-client-adaptive",
         "visualmixer+dp-sgd",

@@ -25,14 +25,15 @@ from ..golden import PLAIN_LOOP
 from ..inprocess import run_in_process
 
 VICTIM = 3
-# 3 clients with 1,000 MNIST images each, the attacker (partition 0) without any 3; 12 rounds, the attack from round 2
-# (the control run's generator fools the oracle in a few early rounds, never in the last five).
+# 3 clients with 700 MNIST images each, the attacker (partition 0) without any 3; 9 rounds, the attack from round 2
+# (measured on this CPU: the oracle's share in the last five rounds is 1.0 in the attacked run and 0.0 in the control
+# run; with 500 images, 8 rounds and 60 generator steps the attack no longer succeeds: 0.36).
 SMALL_GAN = {
     **PLAIN_LOOP,
     "protection": "none",
     "dataset": "ylecun/mnist",
-    "num-server-rounds": 12,
-    "samples-per-client": 1000,
+    "num-server-rounds": 9,
+    "samples-per-client": 700,
     "public-size": 3000,
     "test-size": 1000,
     "learning-rate": 0.05,
@@ -207,6 +208,7 @@ def test_the_same_seed_gives_the_same_attack(tmp_path: Path, data_root: Path) ->
     assert json.loads((other / "attacks" / "gan.json").read_text())["rounds"] != rounds[0]
 
 
+@pytest.mark.slow  # the MNIST runs above show success and failure in every CI run; this is the faces variant
 def test_the_attack_runs_on_the_att_faces_at_full_resolution(tmp_path: Path, data_root: Path) -> None:
     """40 people, 112x92 grayscale: the faces CNN with a 41st output, a generator of that size, person 5 the victim."""
     faces = {**TINY, "data-dir": str(data_root / "att_faces"), "public-size": 80, "samples-per-client": 0}

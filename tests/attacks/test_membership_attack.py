@@ -250,6 +250,7 @@ def test_federated_reference_models_are_reported_and_cached_apart(cheap_run: Pat
     assert not np.array_equal(federated["plain__lira-online"], centralised["plain__lira-online"])
 
 
+@pytest.mark.slow  # a DPM run, its attack and a DPM reference model; the attacks run on FedAvg runs in every CI run
 def test_dpm_runs_are_queried_through_the_shared_featurizer_and_the_refined_head(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
