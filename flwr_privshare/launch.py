@@ -79,6 +79,12 @@ class SubmissionError(RuntimeError):
     """Flower refused a ``flwr`` command; the message is Flower's own."""
 
 
+#: Flower's words when ``flwr run`` gave up waiting for the local SuperLink it started (15 s), which happens on a
+#: busy machine; the SuperLink usually comes up a little later, so the submission is tried again.
+SLOW_SUPERLINK = "Failed to start local SuperLink"
+SUBMISSION_ATTEMPTS = 3
+
+
 def _flwr_json(args: list[str], env: Mapping[str, str], expect: str) -> dict:  # type: ignore[type-arg]
     """Run ``flwr <args> --format json`` and parse the JSON object it prints; it must hold ``expect``."""
     done = subprocess.run(["flwr", *args, "--format", "json"], env=env, capture_output=True, text=True, check=False)
@@ -209,6 +215,19 @@ def run_app(
     return _submit_and_wait(app_dir, run_config, federation_config, superlink, timeout_s, poll_s, echo, on_line)
 
 
+def _submit(args: list[str], env: Mapping[str, str], retry_after_s: float = 5.0) -> int:
+    """``flwr run``; the run id. A local SuperLink that was slow to start is given up to
+    :data:`SUBMISSION_ATTEMPTS` tries; any other refusal is raised at once."""
+    for attempt in range(1, SUBMISSION_ATTEMPTS + 1):
+        try:
+            return int(_flwr_json(args, env, "run-id")["run-id"])
+        except SubmissionError as error:
+            if SLOW_SUPERLINK not in str(error) or attempt == SUBMISSION_ATTEMPTS:
+                raise
+            time.sleep(retry_after_s)
+    raise AssertionError("unreachable")
+
+
 def _submit_and_wait(
     app_dir: str | Path,
     run_config: Mapping[str, RunConfigValue] | str,
@@ -229,7 +248,7 @@ def _submit_and_wait(
         args += ["--run-config", config_text]
     if federation_config:
         args += ["--federation-config", federation_config]
-    run_id = int(_flwr_json(args, env, "run-id")["run-id"])
+    run_id = _submit(args, env)
     log = _follow_log(run_id, env, timeout_s, echo, on_line)
     status = _status(run_id, env)
     while not status.startswith("finished"):  # the log stream ended early

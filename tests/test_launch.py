@@ -61,3 +61,30 @@ def test_the_command_exits_2_naming_the_key_before_anything_starts() -> None:
     done = subprocess.run([*command, "--run-config", "vim-window-max=1"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "privshare-run: run-config key 'vim-window-max' is 1; it must be a power of two of at least 2" in done.stderr
+
+
+def test_a_slow_local_superlink_is_given_more_tries_and_other_refusals_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flwr_privshare.launch as launch
+
+    answers = [
+        SubmissionError("flwr run was refused (exit 0): Failed to start local SuperLink within 15s."),
+        {"run-id": 7},
+    ]
+    calls: list[list[str]] = []
+
+    def fake(args: list[str], env: object, expect: str) -> dict:  # type: ignore[type-arg]
+        calls.append(args)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(launch, "_flwr_json", fake)
+    assert launch._submit(["run", "app"], {}, retry_after_s=0) == 7 and len(calls) == 2
+    answers[:] = [SubmissionError("flwr run was refused (exit 1): Failed to load Flower App configuration")]
+    with pytest.raises(SubmissionError, match="Failed to load"):
+        launch._submit(["run", "app"], {}, retry_after_s=0)
+    answers[:] = [SubmissionError(f"x: {launch.SLOW_SUPERLINK}")] * launch.SUBMISSION_ATTEMPTS
+    with pytest.raises(SubmissionError, match=launch.SLOW_SUPERLINK):
+        launch._submit(["run", "app"], {}, retry_after_s=0)
+    assert not answers
