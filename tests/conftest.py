@@ -45,26 +45,3 @@ def superlink() -> Iterator[LocalSuperLink]:
     """One private SuperLink for every end-to-end run of the session (its start-up is paid once)."""
     with LocalSuperLink() as link:
         yield link
-
-
-#: Modules whose tests start Flower's runtime (a SuperLink, SuperNodes, Ray): under ``pytest -n 2`` they run one
-#: after another on one worker, sharing its SuperLink, while the other worker runs everything else; their
-#: processes leave half of two cores idle, which the in-process tests use.
-RUNTIME_MODULES = frozenset(
-    {
-        "test_app_e2e.py",
-        "test_deployment.py",
-        "test_dpm_app.py",
-        "test_extension.py",
-        "test_fault_tolerance.py",
-        "test_launch.py",
-        "test_ray_cluster.py",
-        "test_sweep.py",
-    }
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in RUNTIME_MODULES:
-            item.add_marker(pytest.mark.xdist_group("flower-runtime"))

@@ -90,13 +90,14 @@ def test_bad_input_fails_the_run_before_training_and_leaves_no_folder(
 @pytest.mark.parametrize(
     "case",
     [
-        # Slow-only: DP-SGD alone, server clipping and fixed client clipping. Every CI run covers their paths:
-        # visualmixer+dp-sgd (Opacus), the adaptive case (the clipping mod), the deployment test (server clipping)
+        # Slow-only but the adaptive case (the clipping mod under flwr run). Every CI run covers the others'
+        # paths: Opacus and its composition with VisualMixer in process (tests/test_fault_tolerance.py,
+        # tests/dp), server clipping in the deployment test
         pytest.param("dp-sgd", marks=pytest.mark.slow),
         pytest.param("dp-fedavg", marks=pytest.mark.slow),
         pytest.param("dp-fedavg-client", marks=pytest.mark.slow),
         "dp-fedavg-client-adaptive",
-        "visualmixer+dp-sgd",
+        pytest.param("visualmixer+dp-sgd", marks=pytest.mark.slow),
     ],
 )
 def test_dp_protections(tmp_path: Path, data_root: Path, superlink: LocalSuperLink, case: str) -> None:

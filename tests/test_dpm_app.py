@@ -72,6 +72,7 @@ def test_dpm_run_on_cifar_with_server_bootstrap(tmp_path: Path, data_root: Path,
     check_wire(folder, "cifar-cnn", (3, 32, 32))
 
 
+@pytest.mark.slow  # CI runs the DPM app in process (below) and its strategies in tests/strategies; this is flwr run
 def test_dpm_run_on_mnist_with_fedavg_bootstrap(tmp_path: Path, data_root: Path, superlink: LocalSuperLink) -> None:
     # Two instances of one further straw man (the app's default has none) run the ensemble through the app.
     folder = run_dpm("dpm-mnist-fedavg", tmp_path, data_root, superlink)

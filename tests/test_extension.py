@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from flwr_privshare.attacks import Attack, register_attack, registered_attacks
-from flwr_privshare.launch import run_app
+from flwr_privshare.launch import LocalSuperLink, run_app
 from flwr_privshare.protections import Protection, register_protection, registered_protections
 
 EXTENSION_APP = Path(__file__).resolve().parent / "extension_app"
 
 
-def test_a_test_only_protection_runs_through_the_app_end_to_end(tmp_path: Path, data_root: Path) -> None:
+def test_a_test_only_protection_runs_through_the_app_end_to_end(
+    tmp_path: Path, data_root: Path, superlink: LocalSuperLink
+) -> None:
     config = {
         "data-dir": str(data_root / "mnist"),
         "output-dir": str(tmp_path),
@@ -26,7 +28,7 @@ def test_a_test_only_protection_runs_through_the_app_end_to_end(tmp_path: Path, 
         "test-size": 200,
         "public-size": 500,
     }
-    outcome = run_app(EXTENSION_APP, config, "num-supernodes=2 client-resources-num-cpus=1", isolated=True)  # type: ignore[arg-type]
+    outcome = run_app(EXTENSION_APP, config, "num-supernodes=2 client-resources-num-cpus=1", superlink=superlink)  # type: ignore[arg-type]
     assert outcome.completed, outcome.log[-4000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["method"] == "fedavg+invert" and summary["protection"] == "invert"

@@ -120,6 +120,33 @@ def test_rerunning_a_finished_sweep_runs_nothing(small_sweep: tuple[Path, list[C
     assert {path: path.stat().st_mtime_ns for path in runs.rglob("summary.json")} == modified
 
 
+def test_a_failed_run_is_recorded_with_its_log_and_the_next_cell_runs(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the runner's bookkeeping alone (the flwr run of a failing cell is the slow test below): every cell's run
+    # fails with its own log, every cell is tried, the report lists them and the exit status is 1
+    import flwr_privshare.sweep.runner as runner
+    from flwr_privshare.launch import RunOutcome
+
+    tried: list[int] = []
+
+    def failing_run(app: object, config: dict, federation: str, **kwargs: object) -> RunOutcome:  # type: ignore[type-arg]
+        tried.append(int(federation.split("num-supernodes=")[1].split()[0]))
+        return RunOutcome(0, "finished:failed", f"the log of a run of {federation}")
+
+    monkeypatch.setattr(runner, "run_app", failing_run)
+    spec_path = write_spec(tmp_path, data_root, methods='[methods.plain]\nprotection = "none"\n')
+    with pytest.raises(SystemExit) as stopped:
+        main([str(spec_path), "--quiet"])
+    assert stopped.value.code == 1 and tried == [2, 3]
+    out = tmp_path / "out"
+    assert "num-supernodes=2" in (out / "failed" / "plain-c2-s7.log").read_text()
+    report = (out / "sweep.md").read_text()
+    assert "- `plain-c2-s7`: the run ended finished:failed" in report and "- `plain-c3-s7`" in report
+    assert not (out / "runs" / "plain-c2-s7").exists()
+
+
+@pytest.mark.slow  # two real flwr runs that fail; the bookkeeping runs in every CI run (the test above)
 def test_a_failed_cell_is_recorded_with_its_log_and_the_sweep_goes_on(
     small_sweep: tuple[Path, list[CellOutcome]], capsys: pytest.CaptureFixture[str]
 ) -> None:

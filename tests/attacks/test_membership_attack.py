@@ -82,7 +82,7 @@ def membership(folder: Path) -> dict:  # type: ignore[type-arg]
 
 def test_attacks_succeed_on_an_overfit_model(overfit_run: Path) -> None:
     # the reference models train on halves of the 200 candidates: 100 rows, as many as a client has
-    main([str(overfit_run), "--reference-models", "8", "--members", "100", "--non-members", "100",
+    main([str(overfit_run), "--reference-models", "4", "--members", "100", "--non-members", "100",
           "--population", "100", "--extra-pool", "0"])  # fmt: skip
     report = membership(overfit_run)
     plain = report["queries"]["plain"]
@@ -95,7 +95,7 @@ def test_attacks_succeed_on_an_overfit_model(overfit_run: Path) -> None:
     strongest_low_fpr = max(plain[name][LOW_FPR] for name in plain if name.startswith(("lira", "rmia")))
     assert strongest_low_fpr >= plain["loss"][LOW_FPR], plain
     assert report["candidates"] == {"members": 100, "non_members": 100, "pool": 200, "population": 100}
-    assert report["reference_models"] == {"count": 8, "kind": "centralised stand-in", "epochs": 60}
+    assert report["reference_models"] == {"count": 4, "kind": "centralised stand-in", "epochs": 60}
     assert "dp" not in report and "empirical_epsilon_lower_bound" not in plain["loss"]
     scores = np.load(overfit_run / "attacks" / "membership_scores.npz")
     assert scores["is_member"].sum() == 100 and scores["plain__loss"].shape == (200,)
