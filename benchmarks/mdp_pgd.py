@@ -31,9 +31,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "mdp_pgd.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="", help="folder with CIFAR-10 test.parquet (default: random images)")
-    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-sizes", default="64,256,1024")
+    parser.add_argument("--batch-sizes", default="64,256,512")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -140,7 +140,7 @@ def map_distort(
     distance: str,
     generator: torch.Generator,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> Distortion:
     """MDP (``copies = 1``) or AugMDP (``copies = T``) of ``data`` with the feature network ``network``.
 
