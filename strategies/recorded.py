@@ -192,8 +192,12 @@ class Recorded(Strategy):
             for node, count in sorted(counts.items())
         ]
 
-    def _log_replies(self, server_round: int, stage: str, replies: list[Message]) -> list[dict[str, Any]]:
-        """Describe the round's replies in ``wire.json`` and log its failures; return the described replies."""
+    def record_replies(self, server_round: int, stage: str, replies: list[Message]) -> list[dict[str, Any]]:
+        """Describe replies in ``wire.json`` and log their failures; return the described replies.
+
+        The strategy calls it for every train and evaluate round; call it for replies to messages the
+        ServerApp sends itself (a protection's broadcast before round 1 is recorded as round 0).
+        """
         for msg in replies:
             for record in [] if msg.has_error() else msg.content.metric_records.values():
                 if PARTITION_ID in record:
@@ -255,7 +259,7 @@ class Recorded(Strategy):
         failed = [msg for msg in replies if msg.has_error()]
         self.failures[server_round] = len(failed)
         self.replies_received[server_round] = len(replies) - len(failed)
-        received = self._log_replies(server_round, "train", replies)
+        received = self.record_replies(server_round, "train", replies)
         self._record_participation(server_round, [msg for msg in replies if not msg.has_error()])
         self.payload_bytes[server_round] = sum(
             sum(entry["bytes"] for entry in reply.values()) for reply in received
@@ -273,7 +277,7 @@ class Recorded(Strategy):
         """Describe the replies in ``wire.json``, then let the wrapped strategy aggregate them."""
         replies = in_content_order(replies)
         if replies:
-            self._log_replies(server_round, "evaluate", replies)
+            self.record_replies(server_round, "evaluate", replies)
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         if metrics is not None:
             self.evaluate_metrics[server_round] = metrics

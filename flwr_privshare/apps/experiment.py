@@ -68,6 +68,7 @@ class Plan:
         protections: the run's protections, in order.
         artifacts: what the app builds on the way that its post-run attacks need, by name.
         round_audits: measurements after every round, whose metrics join central evaluation's.
+        broadcast_replies: the clients' replies to each protection's broadcast before round 1.
     """
 
     label: str
@@ -78,6 +79,7 @@ class Plan:
     protections: list[Protection] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
     round_audits: list[RoundAudit] = field(default_factory=list)
+    broadcast_replies: dict[str, list[Message]] = field(default_factory=dict)
 
 
 def central_evaluation(
@@ -206,7 +208,10 @@ class Experiment(ABC):
         np.random.seed(derive_seed(common.seed, "server-noise") % 2**32)
         with folder:
             recorded = Recorded(self.strategy(run, plan, grid), folder, checkpoints=obstacle is None)
-            if checkpoint is not None:
+            for name, replies in plan.broadcast_replies.items():
+                if replies:
+                    recorded.record_replies(0, f"{name}-broadcast", replies)
+            if checkpoint is not None:  # its wire.json already holds the broadcast
                 recorded.restore(checkpoint)
             central = central_evaluation(plan.model_name, plan.model.classifier.out_features, plan.test_sets)
 

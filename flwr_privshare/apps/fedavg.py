@@ -202,7 +202,7 @@ class FedAvgExperiment(Experiment):
         else:
             strategy = FedAvg(**settings)
         for protection in plan.protections:
-            protection.broadcast(grid, run[CommonSection].round_timeout)
+            plan.broadcast_replies[protection.name] = protection.broadcast(grid, run[CommonSection].round_timeout)
             strategy = protection.wrap_strategy(strategy, grid)
         return strategy
 

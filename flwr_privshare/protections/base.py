@@ -113,8 +113,10 @@ class Protection:
         """The strategy the server runs (the given one by default)."""
         return strategy
 
-    def broadcast(self, grid: Grid, timeout: float) -> None:
-        """Send the clients what they need before round 1 (answered by :meth:`answer_query`); nothing by default."""
+    def broadcast(self, grid: Grid, timeout: float) -> list[Message]:
+        """Send the clients what they need before round 1 (answered by :meth:`answer_query`) and return
+        their replies, which ``wire.json`` records as round 0; nothing by default."""
+        return []
 
     def report(self, strategy: Strategy, result: Result) -> dict[str, Any] | None:
         """This protection's section of ``summary.json`` (None: no section)."""

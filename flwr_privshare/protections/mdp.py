@@ -26,9 +26,8 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -42,8 +41,9 @@ from ..results import atomic_torch_save
 from ..seeding import derive_seed
 from ..train import evaluate, get_device
 from .base import Protection, register_protection
+from .client_state import data_key, keep_data, kept_data
 
-STATE_KEY = "mdp-data"
+STATE_KEY = data_key("mdp")
 METRICS_KEY = "mdp-metrics"
 #: The array record of the server's feature-network broadcast, and the config record naming its architecture.
 FEATURE_NETWORK = "mdp-feature-network"
@@ -152,10 +152,11 @@ class MDPProtection(Protection):
             "mdp-selected": ImageDataset(images, self._audit.selected_labels, test.num_classes),
         }
 
-    def broadcast(self, grid: Grid, timeout: float) -> None:
-        """Send the feature network to every node before round 1 (``"public"`` source); each distorts its data."""
+    def broadcast(self, grid: Grid, timeout: float) -> list[Message]:
+        """Send the feature network to every node before round 1 (``"public"`` source); each distorts its data
+        and replies with its metrics only."""
         if self.settings.mdp_feature_source != "public":
-            return
+            return []
         network = self._network()
         content = RecordDict(
             {
@@ -170,6 +171,7 @@ class MDPProtection(Protection):
         self._broadcast_failures = len(nodes) - sum(not reply.has_error() for reply in replies)
         if self._broadcast_failures:
             log(WARNING, "MDP: %d of %d nodes did not distort their data", self._broadcast_failures, len(nodes))
+        return replies
 
     def report(self, strategy: Strategy, result: Result) -> dict[str, Any]:
         settings = self.settings
@@ -220,15 +222,9 @@ class MDPProtection(Protection):
     ) -> tuple[ImageDataset, dict[str, float]]:
         """The distorted partition, kept in ``context.state``; with the ``"global-model"`` source it is made now
         from the received model (the client's first round)."""
-        if STATE_KEY in context.state:
-            stored = context.state.array_records[STATE_KEY]
-            kept = ImageDataset(
-                torch.from_numpy(stored["images"].numpy()),
-                torch.from_numpy(stored["labels"].numpy()),
-                int(stored["num-classes"].numpy()),
-            )
-            kept_metrics = context.state.metric_records[METRICS_KEY]
-            return kept, {key: float(cast(float, value)) for key, value in kept_metrics.items()}
+        kept = kept_data(context, self.name)
+        if kept is not None:
+            return kept
         if self.settings.mdp_feature_source == "global-model":
             network = model
         elif self.feature_network is not None:  # the server side simulating a client (reference models)
@@ -245,14 +241,7 @@ class MDPProtection(Protection):
         """Distort ``data``, keep it in ``context.state`` (and the record file); return it and the client's metrics."""
         distortion = self.distort(data, network, client_key(self.run[CommonSection].seed, context))
         metrics = distortion.metrics()
-        context.state[STATE_KEY] = ArrayRecord(
-            {
-                "images": Array(distortion.data.images.numpy()),
-                "labels": Array(distortion.data.labels.numpy()),
-                "num-classes": Array(np.asarray(distortion.data.num_classes)),
-            }
-        )
-        context.state[METRICS_KEY] = MetricRecord(dict(metrics))
+        keep_data(context, self.name, distortion.data, metrics)
         if self.settings.mdp_record_dir:
             partition = int(context.node_config.get("partition-id", context.node_id))
             save_record(distortion, record_path(self.settings.mdp_record_dir, partition))

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, MetricRecord
+from flwr.app import Context
 from flwr.serverapp.strategy import Result, Strategy
 
 from ..config.common import CommonSection
@@ -26,9 +25,9 @@ from ..seeding import derive_seed
 from ..visualmixer import MixResult, visual_mix
 from ..visualmixer.section import VisualMixerSection
 from .base import Protection, register_protection
+from .client_state import data_key, keep_data, kept_data
 
-STATE_KEY = "visualmixer-data"
-METRICS_KEY = "visualmixer-metrics"
+STATE_KEY = data_key("visualmixer")
 
 
 def simulated_client_key(seed: int, partition_id: int) -> int:
@@ -87,24 +86,12 @@ class VisualMixerProtection(Protection):
         self, data: ImageDataset, context: Context, model: ImageClassifier
     ) -> tuple[ImageDataset, dict[str, float]]:
         """The shuffled partition, mixed on first use and kept in ``context.state`` (it never leaves the client)."""
-        if STATE_KEY in context.state:
-            stored = context.state.array_records[STATE_KEY]
-            kept = ImageDataset(
-                torch.from_numpy(stored["images"].numpy()),
-                torch.from_numpy(stored["labels"].numpy()),
-                int(stored["num-classes"].numpy()),
-            )
-            return kept, {key: float(value) for key, value in context.state.metric_records[METRICS_KEY].items()}  # type: ignore[arg-type]
+        kept = kept_data(context, self.name)
+        if kept is not None:
+            return kept
         self.check_data(data.image_shape)
         mixed = self.mix(data.images, mixing_seed(self.run[CommonSection].seed, context))
         shuffled = ImageDataset(mixed.images, data.labels, data.num_classes)
         metrics = {"vfe-plain": float(mixed.vfe_before.mean()), "vfe-mixed": float(mixed.vfe_after.mean())}
-        context.state[STATE_KEY] = ArrayRecord(
-            {
-                "images": Array(shuffled.images.numpy()),
-                "labels": Array(shuffled.labels.numpy()),
-                "num-classes": Array(np.asarray(shuffled.num_classes)),
-            }
-        )
-        context.state[METRICS_KEY] = MetricRecord(dict(metrics))
+        keep_data(context, self.name, shuffled, metrics)
         return shuffled, metrics

@@ -9,7 +9,7 @@ from pytorch_msssim import ssim
 
 from flwr_privshare.config import ConfigError
 from flwr_privshare.data import ImageDataset
-from flwr_privshare.mdp import distort_batch, map_distort, pair_with_other_classes, penultimate_features
+from flwr_privshare.mdp import Distortion, distort_batch, map_distort, pair_with_other_classes, penultimate_features
 from flwr_privshare.models import GroupNormCNN
 
 from ..experiments import VISUALMIXER
@@ -67,9 +67,9 @@ def test_one_class_is_refused_before_any_work() -> None:
         pair_with_other_classes(torch.full((5,), 2), 1, torch.Generator().manual_seed(0))
 
 
-def test_augmdp_makes_t_copies_with_the_targets_labels_and_reports_ssim_to_the_selected_images() -> None:
-    data = random_data()
-    made = map_distort(
+def augmdp(data: ImageDataset, batch_size: int) -> Distortion:
+    """AugMDP with T = 3 copies, 4 MSE steps and a fixed seed, in batches of ``batch_size``."""
+    return map_distort(
         data,
         tiny_network(),
         copies=3,
@@ -78,8 +78,13 @@ def test_augmdp_makes_t_copies_with_the_targets_labels_and_reports_ssim_to_the_s
         distance="mse",
         generator=torch.Generator().manual_seed(0),
         device=torch.device("cpu"),
-        batch_size=10,
+        batch_size=batch_size,
     )
+
+
+def test_augmdp_makes_t_copies_with_the_targets_labels_and_reports_ssim_to_the_selected_images() -> None:
+    data = random_data()
+    made = augmdp(data, batch_size=10)
     assert len(made.data) == 3 * len(data) and made.data.images.dtype == torch.uint8
     assert torch.equal(made.target_index, torch.arange(len(data)).repeat(3))
     assert torch.equal(made.data.labels, data.labels.repeat(3))
@@ -88,17 +93,7 @@ def test_augmdp_makes_t_copies_with_the_targets_labels_and_reports_ssim_to_the_s
     expected = ssim(made.data.images.float() / 255, selected, data_range=1.0, size_average=False)
     assert torch.allclose(made.ssim, expected, atol=1e-5)  # against the selected image, not the target
     # the batch size does not change the pairing
-    again = map_distort(
-        data,
-        tiny_network(),
-        copies=3,
-        steps=4,
-        step_size=0.5,
-        distance="mse",
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        batch_size=7,
-    )
+    again = augmdp(data, batch_size=7)
     assert torch.equal(again.selected_index, made.selected_index)
     assert bool((made.end_distance < made.start_distance).float().mean() > 0.9)
 

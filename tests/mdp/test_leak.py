@@ -56,8 +56,18 @@ def test_the_distorted_pairs_are_found_among_unrelated_images(distorted, cifar_t
     leaked = distorted.data.subset(torch.arange(0, 48, 3))
     suspect = concat(cifar_test.subset(torch.arange(1000, 1300)), leaked)
     report = detect_leak(distorted.data, suspect)
-    # a record may hold near-twins (two targets of one class that drew the same selected image)
-    assert report.leaked and report.matched_pairs == 16 and 16 <= report.matched_records <= 18
+    # brute force: a recorded pair is found when some leaked pair has its label and an image within the tolerance
+    # (a record may hold near-twins: two targets of one class that drew the same selected image)
+    record = distorted.data
+    found = sum(
+        any(
+            int(record.labels[i]) == int(leaked.labels[j])
+            and float(((record.images[i].float() - leaked.images[j].float()) / 255).square().mean().sqrt()) <= 0.02
+            for j in range(len(leaked))
+        )
+        for i in range(len(record))
+    )
+    assert report.leaked and report.matched_pairs == 16 and report.matched_records == found >= 16
 
 
 def test_the_clients_original_images_are_not_the_distorted_mapping(distorted, cifar_test: ImageDataset) -> None:  # type: ignore[no-untyped-def]

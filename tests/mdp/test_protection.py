@@ -78,6 +78,16 @@ def test_a_run_reports_ssim_changed_labels_and_the_oracles_view_under_both_sourc
     assert oracle["views"]["mdp-selected"] + oracle["views"]["mdp-target"] <= 1.0
     # every client kept its record on its own machine
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["mdp-record-0.pt", "mdp-record-1.pt"]
+    # on the wire: the broadcast's replies (round 0, public source only) are metrics, the train replies a model
+    wire = json.loads((folder / "wire.json").read_text())
+    stages = [(entry["round"], entry["stage"], len(entry["replies"])) for entry in wire]
+    assert stages == ([(0, "mdp-broadcast", 2)] if source == "public" else []) + [(1, "train", 2)]
+    for entry in wire:
+        for reply in entry["replies"]:
+            kinds = {name: record["type"] for name, record in reply.items()}
+            assert kinds == (
+                {"mdp-metrics": "metric"} if entry["round"] == 0 else {"arrays": "array", "metrics": "metric"}
+            )
 
 
 def test_an_mdp_client_sends_only_model_arrays_and_scalar_metrics(data_root: Path) -> None:
