@@ -5,7 +5,7 @@ every protection) with 3 clients, partition 0 malicious, the victim class 3 (MNI
 (AT&T faces), the attack from round 2, and the app's defaults otherwise (the faces get a recipe
 and a generator budget for about 66 images per client, see ``GAN_DATA``): plain FedAvg, the control
 run (no client holds the victim class), VisualMixer 2-8 and 8-16, DP-SGD at epsilon 8 and 1, and
-DP-FedAvg at epsilon 8. The table gives every audit metric averaged over the last five rounds;
+DP-FedAvg at epsilon 8, MDP and AugMDP (T = 2; the feature network pre-trained on the public split). The table gives every audit metric averaged over the last five rounds;
 one plot per data set shows the oracle's share of ``G(z)`` against round, one line per row.
 
 Inversion part: for every window setting (2-4, 2-8, 8-16, 8-32 on CIFAR-10; the same up to 8-16 on
@@ -15,8 +15,8 @@ model) is attacked with ``privshare-attack --attack inversion`` at its defaults.
 
     python -m benchmarks.gan_study --data-root ../shared/datasets --output-dir /tmp/gan-runs
 
-writes ``experiments/gan_attack/gan.md``, ``gan_success_<data>.png`` and every run's last-round
-grid of ``G(z)``, and ``inversion.md`` with every setting's example figure. Finished run folders
+writes ``experiments/gan_attack/gan.md`` (or into ``--results``), ``gan_success_<data>.png`` and every
+run's last-round grid of ``G(z)``, and ``inversion.md`` with every setting's example figure. Finished run folders
 and attacks are reused, so an interrupted study resumes.
 """
 
@@ -65,6 +65,8 @@ PROTECTIONS: dict[str, dict[str, Any]] = {
     "dp-sgd-eps8": {"protection": "dp-sgd", "target-epsilon": 8.0, "delta": 1e-5},
     "dp-sgd-eps1": {"protection": "dp-sgd", "target-epsilon": 1.0, "delta": 1e-5},
     "dp-fedavg-eps8": {"protection": "dp-fedavg", "target-epsilon": 8.0, "delta": 1e-5},
+    "mdp": {"protection": "mdp"},
+    "augmdp": {"protection": "mdp", "mdp-copies": 2},
 }
 INVERSION_WINDOWS = {"cifar10": [(2, 4), (2, 8), (8, 16), (8, 32)], "mnist": [(2, 4), (2, 8), (8, 16)]}
 GAN_METRICS = ("oracle_share", "shuffled_oracle_share", "best_ssim", "pairwise_ssim")
@@ -107,13 +109,14 @@ def gan_rows(args: argparse.Namespace) -> list[str]:
             )
             last = max(entry["round"] for entry in report["rounds"])
             shutil.copyfile(
-                args.output_dir / name / "attacks" / "gan" / f"round-{last:03d}.png", RESULTS / f"{name}-last-round.png"
+                args.output_dir / name / "attacks" / "gan" / f"round-{last:03d}.png",
+                args.results / f"{name}-last-round.png",
             )
-        success_plot(data, histories)
+        success_plot(data, histories, args.results)
     return lines
 
 
-def success_plot(data: str, histories: dict[str, list[dict[str, Any]]]) -> None:
+def success_plot(data: str, histories: dict[str, list[dict[str, Any]]], results: Path) -> None:
     """``gan_success_<data>.png``: the oracle's share of ``G(z)`` against round, one line per protection."""
     import matplotlib
 
@@ -130,7 +133,7 @@ def success_plot(data: str, histories: dict[str, list[dict[str, Any]]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     figure.tight_layout()
-    RunFolder.existing(RESULTS).save_figure(f"gan_success_{data}", figure)
+    RunFolder.existing(results).save_figure(f"gan_success_{data}", figure)
 
 
 def inversion_rows(args: argparse.Namespace) -> list[str]:
@@ -167,7 +170,7 @@ def inversion_rows(args: argparse.Namespace) -> list[str]:
                 f"{test['inverted']['oracle_accuracy']:.1%} "
                 f"| {leaked['shuffled']['ssim']:.3f} -> {leaked['inverted']['ssim']:.3f} |"
             )
-            shutil.copyfile(folder / "attacks" / "inversion_examples.png", RESULTS / f"{name}.png")
+            shutil.copyfile(folder / "attacks" / "inversion_examples.png", args.results / f"{name}.png")
     return lines
 
 
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--part", default="gan,inversion", help="gan, inversion or both")
     parser.add_argument("--data", default="", help="comma-separated data folders (default: all)")
     parser.add_argument("--protections", default="", help="comma-separated GAN rows (default: all)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables and figures go")
     args = parser.parse_args()
     for option, given, allowed in (
         ("--data", args.data, {*GAN_DATA, *INVERSION_WINDOWS}),
@@ -191,13 +195,13 @@ def main() -> None:
         if unknown:
             parser.error(f"{option} names {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     command = command_line("benchmarks.gan_study", vars(args))
     if "gan" in args.part.split(","):
-        atomic_write_text(RESULTS / "gan.md", "\n".join([f"`{command}`", "", *gan_rows(args)]) + "\n")
+        atomic_write_text(args.results / "gan.md", "\n".join([f"`{command}`", "", *gan_rows(args)]) + "\n")
     if "inversion" in args.part.split(","):
-        atomic_write_text(RESULTS / "inversion.md", "\n".join([f"`{command}`", "", *inversion_rows(args)]) + "\n")
-    print(f"written to {RESULTS}")
+        atomic_write_text(args.results / "inversion.md", "\n".join([f"`{command}`", "", *inversion_rows(args)]) + "\n")
+    print(f"written to {args.results}")
 
 
 if __name__ == "__main__":
