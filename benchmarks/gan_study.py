@@ -5,7 +5,8 @@ every protection) with 3 clients, partition 0 malicious, the victim class 3 (MNI
 (AT&T faces), the attack from round 2, and the app's defaults otherwise (the faces get a recipe
 and a generator budget for about 66 images per client, see ``GAN_DATA``): plain FedAvg, the control
 run (no client holds the victim class), VisualMixer 2-8 and 8-16, DP-SGD at epsilon 8 and 1, and
-DP-FedAvg at epsilon 8, MDP and AugMDP (T = 2; the feature network pre-trained on the public split). The table gives every audit metric averaged over the last five rounds;
+DP-FedAvg at epsilon 8, MDP and AugMDP (T = 2; the feature network pre-trained on the public split).
+The table gives every audit metric averaged over the last five rounds;
 one plot per data set shows the oracle's share of ``G(z)`` against round, one line per row.
 
 Inversion part: for every window setting (2-4, 2-8, 8-16, 8-32 on CIFAR-10; the same up to 8-16 on

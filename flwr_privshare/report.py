@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .protections import HeadlineColumn, registered_protections
 from .results import atomic_target, atomic_write_csv, atomic_write_text
 from .summary import RunSummary, load_summary
 
@@ -102,6 +103,11 @@ def worst_case(columns: dict[str, Any], attack: str) -> tuple[str, float, float]
     return best, columns[f"{best}/{attack}/auc"], columns[f"{best}/{attack}/{LOW_FPR_KEY}"]
 
 
+def protection_columns() -> list[HeadlineColumn]:
+    """Every registered protection's headline columns (VisualMixer's VFE gain, MDP's SSIM and oracle views)."""
+    return [column for protection in registered_protections().values() for column in protection.headline_columns]
+
+
 def row_of(folder: Path) -> dict[str, Any]:
     """One CSV row: the run's headline and every attack metric."""
     summary = load_summary(folder)
@@ -117,8 +123,8 @@ def row_of(folder: Path) -> dict[str, Any]:
         "plain_accuracy": summary.details.get("final_plain_accuracy"),
         "epsilon": summary.epsilon,
         "noise_multiplier": (summary.dp or {}).get("noise_multiplier"),
-        "vfe_gain": summary.privacy.get("visualmixer", {}).get("vfe_gain"),
         "oracle_recognition": oracle.get("recognition"),
+        **{column.key: column.value_in(summary.privacy) for column in protection_columns()},
         **membership_columns(folder),
         **gan_columns(summary),
         **inversion_columns(folder),
@@ -130,12 +136,14 @@ def _percent(value: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table: headline columns, AUC / TPR at 0.1% FPR per headline attack, and the GAN and
-    inversion columns when some run has them."""
+    """The Markdown table: headline columns, the protections' columns, AUC / TPR at 0.1% FPR per headline attack,
+    and the GAN and inversion columns, each when some run has them."""
     attacks = [a for a in HEADLINE_ATTACKS if any(worst_case(row, a) for row in rows)]
+    protections = [column for column in protection_columns() if any(row.get(column.key) is not None for row in rows)]
     with_gan = any("gan/oracle_share" in row for row in rows)
     with_inversion = any(INVERSION_SSIM.format("inverted") in row for row in rows)
     header = ["data", "method", "parameters", "clients", "rounds", "accuracy", "epsilon", "oracle recognition"]
+    header += [column.label for column in protections]
     header += [f"{attack} AUC / TPR@0.1%" for attack in attacks]
     header += ["GAN: G(z) as victim (last 5 rounds)"] * with_gan + [
         "inversion SSIM: shuffled -> inverted"
@@ -152,6 +160,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "-" if row["epsilon"] is None else f"{row['epsilon']:.2f}",
             _percent(row["oracle_recognition"]),
         ]
+        for column in protections:
+            value = row.get(column.key)
+            cells.append(_percent(value) if column.percent else "-" if value is None else f"{value:.3g}")
         for attack in attacks:
             found = worst_case(row, attack)
             if found is None:

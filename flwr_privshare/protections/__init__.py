@@ -5,6 +5,7 @@ with :func:`register_protection`, plus one import line here.
 """
 
 from .base import (
+    HeadlineColumn,
     LocalTraining,
     Protection,
     ProtectionSection,
@@ -23,6 +24,7 @@ from .visualmixer import VisualMixerProtection
 __all__ = [
     "DPFedAvgProtection",
     "DPSGDProtection",
+    "HeadlineColumn",
     "LocalTraining",
     "MDPProtection",
     "Protection",

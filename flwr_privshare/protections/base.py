@@ -68,6 +68,30 @@ class LocalTraining:
         }
 
 
+@dataclass(frozen=True)
+class HeadlineColumn:
+    """A number of a finished run's ``summary.json`` that the tables (``privshare-report``, sweeps) show.
+
+    Attributes:
+        key: the column's name in the CSV tables.
+        label: its header in the Markdown tables.
+        path: where it is in ``summary["privacy"]``.
+        percent: whether it is shown as a percentage.
+    """
+
+    key: str
+    label: str
+    path: tuple[str, ...]
+    percent: bool = False
+
+    def value_in(self, privacy: dict[str, Any]) -> float | None:
+        """The number at :attr:`path` in a summary's ``privacy`` section, or None where the run has none."""
+        found: Any = privacy
+        for step in self.path:
+            found = found.get(step) if isinstance(found, dict) else None
+        return None if found is None else float(found)
+
+
 class Protection:
     """Base class: every hook does nothing, so a protection overrides only what it changes."""
 
@@ -84,6 +108,8 @@ class Protection:
     #: Whether the protection's test sets come before ``plain`` (the first one is the run's headline accuracy):
     #: VisualMixer's model is used on shuffled images; MDP's on benign ones.
     protected_view_first: ClassVar[bool] = True
+    #: The numbers of its ``summary.json`` section that the run and sweep tables show.
+    headline_columns: ClassVar[tuple[HeadlineColumn, ...]] = ()
 
     def __init__(self, run: RunConfig) -> None:
         self.run = run

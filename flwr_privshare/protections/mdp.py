@@ -40,7 +40,7 @@ from ..models import ImageClassifier, build_model
 from ..results import atomic_torch_save
 from ..seeding import derive_seed
 from ..train import evaluate, get_device
-from .base import Protection, register_protection
+from .base import HeadlineColumn, Protection, register_protection
 from .client_state import data_key, keep_data, kept_data
 
 STATE_KEY = data_key("mdp")
@@ -85,6 +85,11 @@ class MDPProtection(Protection):
     """MDP / AugMDP (Li et al., ICASSP 2021): clients train on pairs whose images look like another class."""
 
     name = "mdp"
+    headline_columns = (
+        HeadlineColumn("mdp_ssim", "SSIM (modified, selected)", ("mdp", "clients", "ssim")),
+        HeadlineColumn("mdp_oracle_selected", "oracle: selected class", ("oracle", "views", "mdp-selected"), True),
+        HeadlineColumn("mdp_oracle_target", "oracle: target class", ("oracle", "views", "mdp-target"), True),
+    )
     section = MDPSection
     conflicts = ("visualmixer",)
     protected_view_first = False

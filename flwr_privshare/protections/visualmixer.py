@@ -24,7 +24,7 @@ from ..models import ImageClassifier
 from ..seeding import derive_seed
 from ..visualmixer import MixResult, visual_mix
 from ..visualmixer.section import VisualMixerSection
-from .base import Protection, register_protection
+from .base import HeadlineColumn, Protection, register_protection
 from .client_state import data_key, keep_data, kept_data
 
 STATE_KEY = data_key("visualmixer")
@@ -47,6 +47,7 @@ class VisualMixerProtection(Protection):
     """VisualMixer (Xu et al., NDSS 2024): VFE-guided window shuffling of the clients' images."""
 
     name = "visualmixer"
+    headline_columns = (HeadlineColumn("vfe_gain", "VFE gain", ("visualmixer", "vfe_gain")),)
     section = VisualMixerSection
 
     @property

@@ -15,24 +15,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..report import HEADLINE_ATTACKS, row_of, worst_case
+from ..report import HEADLINE_ATTACKS, protection_columns, row_of, worst_case
 from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text, package_versions
 from .runner import CellOutcome
 from .spec import SweepSpec
 
-#: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data).
+#: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data);
+#: every registered protection's headline columns come after oracle recognition.
 AGGREGATED = {
     "accuracy": "accuracy",
     "plain_accuracy": "accuracy (plain test)",
     "epsilon": "epsilon",
     "noise_multiplier": "noise multiplier",
-    "vfe_gain": "VFE gain",
     "oracle_recognition": "oracle recognition",
+    **{column.key: column.label for column in protection_columns()},
     "round_time_s": "round time (s)",
     "attack_auc": "strongest membership AUC",
 }
 #: Columns shown as percentages.
-PERCENT = ("accuracy", "plain_accuracy", "oracle_recognition")
+PERCENT = (
+    "accuracy",
+    "plain_accuracy",
+    "oracle_recognition",
+    *(column.key for column in protection_columns() if column.percent),
+)
 
 
 def round_time(folder: Path) -> float | None:

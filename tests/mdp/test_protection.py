@@ -14,6 +14,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from flwr_privshare.models import build_model
 from flwr_privshare.protections.mdp import FEATURE_NETWORK, FEATURE_NETWORK_CONFIG, STATE_KEY, client_key
+from flwr_privshare.report import markdown, row_of
 
 from ..experiments import DP, VISUALMIXER
 from ..inprocess import run_in_process
@@ -76,6 +77,14 @@ def test_a_run_reports_ssim_changed_labels_and_the_oracles_view_under_both_sourc
     assert oracle["view"] == "plain" and summary["final_accuracy"] == summary["final_plain_accuracy"]
     assert set(oracle["views"]) == {"plain", "mdp-target", "mdp-selected"}
     assert oracle["views"]["mdp-selected"] + oracle["views"]["mdp-target"] <= 1.0
+    # the run and sweep tables show the SSIM and the oracle's two views
+    row = row_of(folder)
+    assert row["mdp_ssim"] == report["clients"]["ssim"] and row["vfe_gain"] is None
+    assert (row["mdp_oracle_selected"], row["mdp_oracle_target"]) == (
+        oracle["views"]["mdp-selected"],
+        oracle["views"]["mdp-target"],
+    )
+    assert "| SSIM (modified, selected) | oracle: selected class | oracle: target class |" in markdown([row])
     # every client kept its record on its own machine
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["mdp-record-0.pt", "mdp-record-1.pt"]
     # on the wire: the broadcast's replies (round 0, public source only) are metrics, the train replies a model
