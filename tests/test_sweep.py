@@ -109,6 +109,31 @@ def test_a_small_sweep_runs_every_cell_and_reports_it(small_sweep: tuple[Path, l
         assert (out / f"{plot}.png").stat().st_size > 1000
     report = (out / "sweep.md").read_text()
     assert "| dp-fedavg | 3 | 1/1 |" in report and "| noise multiplier |" in report
+    # the method that was not selected is in the tables, as not run yet
+    assert "| broken | 2 | 0/1 |" in report and "Not run yet: `broken-c2-s7`, `broken-c3-s7`." in report
+
+
+def test_the_tables_cover_every_method_whichever_ran_and_report_only_runs_nothing(
+    small_sweep: tuple[Path, list[CellOutcome]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_path, outcomes = small_sweep
+    out = spec_path.parent / "out"
+    modified = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*") if path.is_file()}
+    plain_only = load_spec(spec_path, ["plain"])
+    assert [cell.name for cell in plain_only.selected_cells()] == ["plain-c2-s7", "plain-c3-s7"]
+    write_report(plain_only, [o for o in outcomes if o.cell.method == "plain"])
+    assert "| dp-fedavg | 3 | 1/1 |" in (out / "sweep.md").read_text()  # finished before: still reported
+    (out / "sweep.md").unlink()
+    with pytest.raises(SystemExit) as stopped:
+        main([str(spec_path), "--report-only"])
+    assert stopped.value.code == 0 and "| plain | 2 | 1/1 |" in capsys.readouterr().out
+    rows = {row["cell"]: row["status"] for row in csv.DictReader((out / "sweep.csv").open())}
+    assert rows == {
+        **dict.fromkeys([o.cell.name for o in outcomes], "skipped"),
+        "broken-c2-s7": "not run",
+        "broken-c3-s7": "not run",
+    }
+    assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*") if path.is_file()} == modified
 
 
 def test_rerunning_a_finished_sweep_runs_nothing(small_sweep: tuple[Path, list[CellOutcome]]) -> None:

@@ -1,7 +1,9 @@
-"""``privshare-sweep SPEC.toml [--methods a,b] [--quiet]``: run a sweep, write its tables and plots.
+"""``privshare-sweep SPEC.toml [--methods a,b] [--report-only] [--quiet]``: run a sweep, write its tables and plots.
 
-Exits 0 when every cell finished (ran now or before), 1 when some cell failed (the others still
-ran; ``sweep.md`` lists the failed ones with their logs), 2 when the spec is refused before anything ran.
+The tables cover every cell of the spec: ``--methods`` only chooses what runs now, and
+``--report-only`` runs nothing and rewrites the tables from the finished run folders. Exits 0 when
+every cell that was to run finished (now or before), 1 when some cell failed (the others still ran;
+``sweep.md`` lists the failed ones with their logs), 2 when the spec is refused before anything ran.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="privshare-sweep", description=__doc__)
     parser.add_argument("spec", help="the sweep spec (TOML)")
     parser.add_argument("--methods", default="", help="comma-separated methods of the spec to run (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="run nothing; rewrite the tables and plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -24,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SpecError as error:
         print(f"privshare-sweep: {error}", file=sys.stderr)
         sys.exit(2)
-    outcomes = run_sweep(spec, progress=not args.quiet)
+    outcomes = [] if args.report_only else run_sweep(spec, progress=not args.quiet)
     print(write_report(spec, outcomes).read_text())
     sys.exit(0 if all(outcome.passed for outcome in outcomes) else 1)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..report import HEADLINE_ATTACKS, protection_columns, row_of, worst_case
 from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_write_text, package_versions
-from .runner import CellOutcome
+from .runner import CellOutcome, outcome_on_disk
 from .spec import SweepSpec
 
 #: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data);
@@ -113,6 +113,9 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
     failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- `{outcome.cell.name}`: {outcome.reason}" for outcome in failed]
+    missing = [outcome.cell.name for outcome in outcomes if outcome.status == "not run"]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(f'`{name}`' for name in missing)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +148,11 @@ def plot_against_clients(spec: SweepSpec, table: Sequence[dict[str, Any]], colum
     return True
 
 
-def write_report(spec: SweepSpec, outcomes: Sequence[CellOutcome]) -> Path:
-    """Write every output of the sweep (see the module docstring); return ``sweep.md``'s path."""
+def write_report(spec: SweepSpec, outcomes: Sequence[CellOutcome] = ()) -> Path:
+    """Write every output of the sweep (see the module docstring) over all the spec's cells, those not in
+    ``outcomes`` (not selected now) as their folders stand; return ``sweep.md``'s path."""
+    known = {outcome.cell.name: outcome for outcome in outcomes}
+    outcomes = [known.get(cell.name) or outcome_on_disk(spec, cell) for cell in spec.cells()]
     rows = [cell_row(spec, outcome) for outcome in outcomes]
     table = aggregate(rows)
     atomic_write_csv(spec.output_dir / "sweep.csv", rows)

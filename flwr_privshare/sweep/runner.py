@@ -30,7 +30,8 @@ MEMBERSHIP_FILE = "membership.json"
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """What became of a cell: ``"ran"``, ``"skipped"`` (finished before) or ``"failed"`` (with the reason)."""
+    """What became of a cell: ``"ran"``, ``"skipped"`` (finished before), ``"failed"`` (with the reason), or
+    ``"not run"`` (not selected this time, and not finished)."""
 
     cell: Cell
     status: str
@@ -91,9 +92,14 @@ def run_cell(spec: SweepSpec, cell: Cell, superlink: LocalSuperLink, on_line: Ca
     return CellOutcome(cell, status)
 
 
+def outcome_on_disk(spec: SweepSpec, cell: Cell) -> CellOutcome:
+    """The state of a cell that was not run now: ``"skipped"`` when its finished folder is there, else ``"not run"``."""
+    return CellOutcome(cell, "skipped" if (spec.runs_dir / cell.name / "summary.json").is_file() else "not run")
+
+
 def run_sweep(spec: SweepSpec, *, progress: bool = True) -> list[CellOutcome]:
-    """Run every cell of ``spec`` on one private SuperLink; return each cell's outcome."""
-    cells = spec.cells()
+    """Run the selected cells of ``spec`` on one private SuperLink; return each cell's outcome."""
+    cells = spec.selected_cells()
     outcomes: list[CellOutcome] = []
     with LocalSuperLink() as superlink, tqdm(total=len(cells), unit="cell", disable=not progress) as bar:
         for cell in cells:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,15 +76,21 @@ class SweepSpec:
     federation: dict[str, RunConfigValue] = field(default_factory=dict)
     attacks: list[str] = field(default_factory=list)
     attack_options: dict[str, RunConfigValue] = field(default_factory=dict)
+    #: The methods to run now (``--methods``; default: all); the report covers every method.
+    selected: tuple[str, ...] = ()
 
-    def cells(self) -> list[Cell]:
-        """Every cell, method by method, then by client count and seed."""
+    def cells(self, methods: Sequence[str] | None = None) -> list[Cell]:
+        """Every cell of ``methods`` (default: all the spec's), method by method, then by client count and seed."""
         return [
             Cell(method, clients, seed, self.run_config(method, clients, seed))
-            for method in self.methods
+            for method in (self.methods if methods is None else methods)
             for clients in self.clients
             for seed in self.seeds
         ]
+
+    def selected_cells(self) -> list[Cell]:
+        """The cells to run now: those of :attr:`selected`, or every cell."""
+        return self.cells(self.selected or None)
 
     def run_config(self, method: str, num_clients: int, seed: int) -> dict[str, RunConfigValue]:
         """The run config of a cell: the base values, the method's, the seed, and where its folder goes."""
@@ -109,7 +115,7 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
-    """Read and check a spec file; ``methods`` keeps only those methods (in that order).
+    """Read and check a spec file; ``methods`` selects those methods (in that order) to run.
 
     Raises:
         SpecError: for an unknown key, an unknown method, a non-positive client count, a bad seed,
@@ -134,24 +140,25 @@ def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
     all_methods = raw.get("methods")
     if not isinstance(all_methods, dict) or not all_methods:
         raise SpecError('methods: a table of named methods is needed, e.g. [methods.fedavg] protection = "none"')
-    chosen = methods or list(all_methods)
-    for name in chosen:
+    for name in methods or []:
         if name not in all_methods:
             raise SpecError(
                 f"method {name!r} is not in the spec{_closest(name, all_methods)}; it has {list(all_methods)}"
             )
+    for name in all_methods:
         if not _NAME(name):
             raise SpecError(f"methods.{name}: the name must be {_NAME.allowed}")
     spec = SweepSpec(
         path=spec_path,
         app=app,
         output_dir=output_dir,
-        methods={name: _run_config(all_methods[name], f"methods.{name}", here) for name in chosen},
+        methods={name: _run_config(all_methods[name], f"methods.{name}", here) for name in all_methods},
         clients=clients,
         seeds=seeds,
         base=base,
         federation=_federation(raw.get("federation", {})),
         **_attacks(raw.get("attacks", {})),
+        selected=tuple(methods or ()),
     )
     for name in spec.methods:
         try:
