@@ -33,7 +33,7 @@ def kept_data(context: Context, name: str) -> tuple[ImageDataset, dict[str, floa
         int(stored["num-classes"].numpy()),
     )
     metrics = context.state.metric_records[f"{name}-metrics"]
-    return data, {name: float(cast(float, value)) for name, value in metrics.items()}
+    return data, {key: float(cast(float, value)) for key, value in metrics.items()}
 
 
 def keep_data(context: Context, name: str, data: ImageDataset, metrics: dict[str, float]) -> None:

@@ -20,25 +20,32 @@ from ..results import RunFolder, atomic_write_csv, atomic_write_json, atomic_wri
 from .runner import CellOutcome, outcome_on_disk
 from .spec import SweepSpec
 
-#: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data);
-#: every registered protection's headline columns come after oracle recognition.
+#: Per (method, clients): the columns averaged over seeds, and their labels (``sweep.md`` shows those with data).
 AGGREGATED = {
     "accuracy": "accuracy",
     "plain_accuracy": "accuracy (plain test)",
     "epsilon": "epsilon",
     "noise_multiplier": "noise multiplier",
     "oracle_recognition": "oracle recognition",
-    **{column.key: column.label for column in protection_columns()},
     "round_time_s": "round time (s)",
     "attack_auc": "strongest membership AUC",
 }
 #: Columns shown as percentages.
-PERCENT = (
-    "accuracy",
-    "plain_accuracy",
-    "oracle_recognition",
-    *(column.key for column in protection_columns() if column.percent),
-)
+PERCENT = ("accuracy", "plain_accuracy", "oracle_recognition")
+
+
+def aggregated_columns() -> dict[str, str]:
+    """:data:`AGGREGATED` with every registered protection's headline columns after oracle recognition (read when
+    the report is written, so protections registered after this module was imported count too)."""
+    columns = list(AGGREGATED.items())
+    at = list(AGGREGATED).index("oracle_recognition") + 1
+    columns[at:at] = [(column.key, column.label) for column in protection_columns()]
+    return dict(columns)
+
+
+def percent_columns() -> set[str]:
+    """:data:`PERCENT` and the protections' headline columns shown as percentages."""
+    return {*PERCENT, *(column.key for column in protection_columns() if column.percent)}
 
 
 def round_time(folder: Path) -> float | None:
@@ -72,7 +79,8 @@ def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
 
 
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method and client count: the number of finished seeds and, per :data:`AGGREGATED` column, mean and std."""
+    """Per method and client count: the number of finished seeds and, per :func:`aggregated_columns` column, mean and
+    std."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["method_name"], row["num_clients"]), []).append(row)
@@ -80,7 +88,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, clients), members in groups.items():
         entry: dict[str, Any] = {"method_name": method, "num_clients": clients, "seeds": len(members)}
         entry["finished"] = sum(1 for row in members if "accuracy" in row)
-        for column in AGGREGATED:
+        for column in aggregated_columns():
             values = [float(row[column]) for row in members if row.get(column) is not None]
             entry[f"{column}_mean"] = statistics.fmean(values) if values else None
             entry[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
@@ -90,8 +98,9 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequence[CellOutcome]) -> str:
     """The aggregate table (mean ± std over seeds), and the failed cells."""
-    columns = [column for column in AGGREGATED if any(row[f"{column}_mean"] is not None for row in table)]
-    header = ["method", "clients", "seeds finished", *(AGGREGATED[column] for column in columns)]
+    labels, percent = aggregated_columns(), percent_columns()
+    columns = [column for column in labels if any(row[f"{column}_mean"] is not None for row in table)]
+    header = ["method", "clients", "seeds finished", *(labels[column] for column in columns)]
     lines = [
         f"Sweep `{spec.path.name}` of `{spec.app.name}`: {len(spec.methods)} methods x clients {spec.clients} x "
         f"seeds {spec.seeds}.",
@@ -105,7 +114,7 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
             mean, std = row[f"{column}_mean"], row[f"{column}_std"]
             if mean is None:
                 cells.append("-")
-            elif column in PERCENT:
+            elif column in percent:
                 cells.append(f"{mean:.1%} ± {std:.1%}")
             else:
                 cells.append(f"{mean:.3g} ± {std:.2g}")
@@ -140,7 +149,7 @@ def plot_against_clients(spec: SweepSpec, table: Sequence[dict[str, Any]], colum
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xlabel("clients")
-    ax.set_ylabel(AGGREGATED[column])
+    ax.set_ylabel(aggregated_columns()[column])
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
