@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,34 @@ def test_the_tables_cover_every_method_whichever_ran_and_report_only_runs_nothin
         "broken-c3-s7": "not run",
     }
     assert {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*") if path.is_file()} == modified
+
+
+def test_a_deleted_run_folder_keeps_its_row_until_its_settings_change(
+    small_sweep: tuple[Path, list[CellOutcome]], tmp_path: Path
+) -> None:
+    spec_path, outcomes = small_sweep
+    write_report(load_spec(spec_path), outcomes)
+    spec = tmp_path / "sweep.toml"
+    shutil.copy(spec_path, spec)
+    shutil.copytree(spec_path.parent / "out", tmp_path / "out")
+    shutil.rmtree(tmp_path / "out" / "runs" / "dp-fedavg-c2-s7")
+    before = {row["cell"]: row for row in csv.DictReader((tmp_path / "out" / "sweep.csv").open())}
+
+    write_report(load_spec(spec))
+    rows = {row["cell"]: row for row in csv.DictReader((tmp_path / "out" / "sweep.csv").open())}
+    assert rows["dp-fedavg-c2-s7"]["status"] == "recorded"
+    assert rows["dp-fedavg-c2-s7"]["accuracy"] == before["dp-fedavg-c2-s7"]["accuracy"] != ""
+    assert rows["dp-fedavg-c2-s7"]["epsilon"] == before["dp-fedavg-c2-s7"]["epsilon"] != ""
+    report = (tmp_path / "out" / "sweep.md").read_text()
+    assert "| dp-fedavg | 2 | 1/1 |" in report and "run folders gone): `dp-fedavg-c2-s7`." in report
+    write_report(load_spec(spec))  # kept again from the report that kept it
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["cells"][2]["status"] == "recorded"
+
+    spec.write_text(spec.read_text().replace('fail-partitions = "0"', 'fail-partitions = "1"'))
+    write_report(load_spec(spec))  # another setting: the old row no longer counts for the cell
+    rows = {row["cell"]: row for row in csv.DictReader((tmp_path / "out" / "sweep.csv").open())}
+    assert rows["dp-fedavg-c2-s7"]["status"] == "not run" and rows["dp-fedavg-c2-s7"]["accuracy"] == ""
+    assert rows["dp-fedavg-c3-s7"]["status"] == "skipped"  # its folder is there: read from it
 
 
 def test_rerunning_a_finished_sweep_runs_nothing(small_sweep: tuple[Path, list[CellOutcome]]) -> None:

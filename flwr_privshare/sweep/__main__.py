@@ -1,7 +1,8 @@
 """``privshare-sweep SPEC.toml [--methods a,b] [--report-only] [--quiet]``: run a sweep, write its tables and plots.
 
 The tables cover every cell of the spec: ``--methods`` only chooses what runs now, and
-``--report-only`` runs nothing and rewrites the tables from the finished run folders. Exits 0 when
+``--report-only`` runs nothing and rewrites the tables from the finished run folders (and, for
+folders since deleted, the rows the earlier report recorded). Exits 0 when
 every cell that was to run finished (now or before), 1 when some cell failed (the others still ran;
 ``sweep.md`` lists the failed ones with their logs), 2 when the spec is refused before anything ran.
 """

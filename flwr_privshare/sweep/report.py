@@ -5,11 +5,16 @@ Writes into the sweep's output folder: ``sweep.csv`` (one row per cell, every co
 package versions), ``sweep.md`` (the aggregate table) and the plots ``accuracy_vs_clients.png``,
 ``epsilon_vs_clients.png`` (DP methods), ``round_time_vs_clients.png`` and ``attack_vs_clients.png``
 (when some cell was attacked).
+
+Run folders are large (checkpoints, attack models) and may be deleted once reported: a cell whose
+folder is gone keeps its row from the ``sweep.json`` already there, as ``"recorded"``, as long as
+its settings (:meth:`~flwr_privshare.sweep.spec.SweepSpec.settings`) are unchanged.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +71,7 @@ def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
         "seed": cell.seed,
         "status": outcome.status,
         "reason": outcome.reason,
+        "settings": json.dumps(spec.settings(cell), sort_keys=True),
     }
     folder = spec.runs_dir / cell.name
     if (folder / "summary.json").is_file():
@@ -122,6 +128,10 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
     failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- `{outcome.cell.name}`: {outcome.reason}" for outcome in failed]
+    recorded = [outcome.cell.name for outcome in outcomes if outcome.status == "recorded"]
+    if recorded:
+        names = ", ".join(f"`{name}`" for name in recorded)
+        lines += ["", f"Kept from the earlier report (run folders gone): {names}."]
     missing = [outcome.cell.name for outcome in outcomes if outcome.status == "not run"]
     if missing:
         lines += ["", f"Not run yet: {', '.join(f'`{name}`' for name in missing)}."]
@@ -157,12 +167,39 @@ def plot_against_clients(spec: SweepSpec, table: Sequence[dict[str, Any]], colum
     return True
 
 
+def earlier_rows(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """The finished cells' rows of the ``sweep.json`` in the output folder, by cell name (none when there is none)."""
+    path = spec.output_dir / "sweep.json"
+    if not path.is_file():
+        return {}
+    return {row["cell"]: row for row in json.loads(path.read_text())["cells"] if "accuracy" in row}
+
+
+def keep_earlier(spec: SweepSpec, outcome: CellOutcome, earlier: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The earlier row of a cell whose run folder is gone, marked ``"recorded"``, if its settings are the cell's."""
+    row = earlier.get(outcome.cell.name)
+    if outcome.status != "not run" or row is None:
+        return None
+    if row.get("settings") != json.dumps(spec.settings(outcome.cell), sort_keys=True):
+        return None
+    return {**row, "status": "recorded", "reason": "its run folder is gone; the row is kept from the earlier report"}
+
+
 def write_report(spec: SweepSpec, outcomes: Sequence[CellOutcome] = ()) -> Path:
     """Write every output of the sweep (see the module docstring) over all the spec's cells, those not in
-    ``outcomes`` (not selected now) as their folders stand; return ``sweep.md``'s path."""
+    ``outcomes`` (not selected now) as their folders stand or as the earlier report recorded them; return
+    ``sweep.md``'s path."""
     known = {outcome.cell.name: outcome for outcome in outcomes}
-    outcomes = [known.get(cell.name) or outcome_on_disk(spec, cell) for cell in spec.cells()]
-    rows = [cell_row(spec, outcome) for outcome in outcomes]
+    earlier = earlier_rows(spec)
+    outcomes = []
+    rows: list[dict[str, Any]] = []
+    for cell in spec.cells():
+        outcome = known.get(cell.name) or outcome_on_disk(spec, cell)
+        row = keep_earlier(spec, outcome, earlier)
+        if row is not None:
+            outcome = CellOutcome(cell, "recorded", row["reason"])
+        outcomes.append(outcome)
+        rows.append(row or cell_row(spec, outcome))
     table = aggregate(rows)
     atomic_write_csv(spec.output_dir / "sweep.csv", rows)
     atomic_write_json(

@@ -30,8 +30,9 @@ MEMBERSHIP_FILE = "membership.json"
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """What became of a cell: ``"ran"``, ``"skipped"`` (finished before), ``"failed"`` (with the reason), or
-    ``"not run"`` (not selected this time, and not finished)."""
+    """What became of a cell: ``"ran"``, ``"skipped"`` (finished before), ``"failed"`` (with the reason),
+    ``"recorded"`` (its run folder is gone, its row kept from the earlier report), or ``"not run"`` (not selected
+    this time, and not finished)."""
 
     cell: Cell
     status: str
