@@ -122,6 +122,10 @@ def test_the_tables_cover_every_method_whichever_ran_and_report_only_runs_nothin
     modified = {path: path.stat().st_mtime_ns for path in (out / "runs").rglob("*") if path.is_file()}
     plain_only = load_spec(spec_path, ["plain"])
     assert [cell.name for cell in plain_only.selected_cells()] == ["plain-c2-s7", "plain-c3-s7"]
+    three = load_spec(spec_path, None, [3])
+    assert [cell.name for cell in three.selected_cells()] == ["plain-c3-s7", "dp-fedavg-c3-s7", "broken-c3-s7"]
+    with pytest.raises(SpecError, match=r"client count 5 is not in the spec; it has \[2, 3\]"):
+        load_spec(spec_path, None, [5])
     write_report(plain_only, [o for o in outcomes if o.cell.method == "plain"])
     assert "| dp-fedavg | 3 | 1/1 |" in (out / "sweep.md").read_text()  # finished before: still reported
     (out / "sweep.md").unlink()

@@ -79,6 +79,8 @@ class SweepSpec:
     attack_options: dict[str, RunConfigValue] = field(default_factory=dict)
     #: The methods to run now (``--methods``; default: all); the report covers every method.
     selected: tuple[str, ...] = ()
+    #: The client counts to run now (``--clients``; default: all); the report covers every count.
+    selected_clients: tuple[int, ...] = ()
 
     def cells(self, methods: Sequence[str] | None = None) -> list[Cell]:
         """Every cell of ``methods`` (default: all the spec's), method by method, then by client count and seed."""
@@ -90,8 +92,9 @@ class SweepSpec:
         ]
 
     def selected_cells(self) -> list[Cell]:
-        """The cells to run now: those of :attr:`selected`, or every cell."""
-        return self.cells(self.selected or None)
+        """The cells to run now: those of the :attr:`selected` methods and :attr:`selected_clients` (default: all)."""
+        cells = self.cells(self.selected or None)
+        return [cell for cell in cells if not self.selected_clients or cell.num_clients in self.selected_clients]
 
     def run_config(self, method: str, num_clients: int, seed: int) -> dict[str, RunConfigValue]:
         """The run config of a cell: the base values, the method's, the seed, and where its folder goes."""
@@ -128,11 +131,12 @@ class SweepSpec:
         return self.output_dir / "runs"
 
 
-def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
-    """Read and check a spec file; ``methods`` selects those methods (in that order) to run.
+def load_spec(path: str | Path, methods: list[str] | None = None, clients: list[int] | None = None) -> SweepSpec:
+    """Read and check a spec file; ``methods`` selects those methods (in that order) to run, ``clients`` those
+    client counts.
 
     Raises:
-        SpecError: for an unknown key, an unknown method, a non-positive client count, a bad seed,
+        SpecError: for an unknown key, an unknown method or client count, a non-positive client count, a bad seed,
             an unknown attack, or a run-config value the app refuses (naming the field).
     """
     spec_path = Path(path).expanduser().resolve()
@@ -148,7 +152,7 @@ def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
     if not (app / "pyproject.toml").is_file():
         raise SpecError(f"app: {app} is not a Flower App folder (no pyproject.toml)")
     output_dir = _path(raw, "output-dir", here)
-    clients = _positive_ints(raw, "clients")
+    all_clients = _positive_ints(raw, "clients")
     seeds = _seeds(raw)
     base = _run_config(raw.get("base", {}), "base", here)
     all_methods = raw.get("methods")
@@ -159,6 +163,9 @@ def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
             raise SpecError(
                 f"method {name!r} is not in the spec{_closest(name, all_methods)}; it has {list(all_methods)}"
             )
+    for count in clients or []:
+        if count not in all_clients:
+            raise SpecError(f"client count {count!r} is not in the spec; it has {all_clients}")
     for name in all_methods:
         if not _NAME(name):
             raise SpecError(f"methods.{name}: the name must be {_NAME.allowed}")
@@ -167,16 +174,17 @@ def load_spec(path: str | Path, methods: list[str] | None = None) -> SweepSpec:
         app=app,
         output_dir=output_dir,
         methods={name: _run_config(all_methods[name], f"methods.{name}", here) for name in all_methods},
-        clients=clients,
+        clients=all_clients,
         seeds=seeds,
         base=base,
         federation=_federation(raw.get("federation", {})),
         **_attacks(raw.get("attacks", {})),
         selected=tuple(methods or ()),
+        selected_clients=tuple(clients or ()),
     )
     for name in spec.methods:
         try:
-            check_run_config(app, spec.run_config(name, clients[0], seeds[0]))
+            check_run_config(app, spec.run_config(name, all_clients[0], seeds[0]))
         except ValueError as error:
             raise SpecError(f"methods.{name} (with base): {error}") from error
     return spec
