@@ -23,6 +23,7 @@ touch a user's SuperLink.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -70,9 +71,16 @@ def format_run_config(values: Mapping[str, RunConfigValue]) -> str:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that are free now (held open together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 class SubmissionError(RuntimeError):
@@ -121,11 +129,20 @@ def check_run_config(app_dir: str | Path, run_config: Mapping[str, RunConfigValu
     return overrides
 
 
-def _stop_superlink(port: int) -> None:
-    """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it)."""
+def _stop_superlink(port: int, grace_s: float = 10.0) -> None:
+    """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it) and wait until
+    it is gone: SIGTERM, then SIGKILL after ``grace_s``."""
     found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False)
-    for pid in found.stdout.split():
-        os.kill(int(pid), signal.SIGTERM)
+    pids = [int(pid) for pid in found.stdout.split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while (alive := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _status(run_id: int, env: Mapping[str, str]) -> str:
@@ -164,13 +181,18 @@ class SuperLinkConnection(Protocol):
 
 
 class LocalSuperLink:
-    """A private ``FLWR_HOME`` and port: ``flwr run`` starts a SuperLink there on first use, and it is
+    """A private ``FLWR_HOME`` and ports: ``flwr run`` starts a SuperLink there on first use, and it is
     stopped (and the folder removed) when the block ends. Several :func:`run_app` calls given the same
-    one reuse a single SuperLink, which saves its start-up on every run (tests, sweeps)."""
+    one reuse a single SuperLink, which saves its start-up on every run (tests, sweeps).
+
+    Both of the local SuperLink's ports are private (its HTTP API and its Control API, which ``flwr``
+    would otherwise put on 39091 and 39093 for everyone), so several can run side by side: parallel
+    test workers, or a sweep beside a user's own ``flwr run``.
+    """
 
     def __enter__(self) -> LocalSuperLink:
         self.home = tempfile.mkdtemp(prefix="flwr-home-")
-        self.port = free_port()
+        self.port, self.control_port = free_ports(2)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +201,11 @@ class LocalSuperLink:
 
     def environ(self) -> dict[str, str]:
         """The variables that point ``flwr`` at this SuperLink."""
-        return {"FLWR_HOME": self.home, "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.port)}
+        return {
+            "FLWR_HOME": self.home,
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
+        }
 
 
 def run_app(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flwr_privshare.config import ConfigError
-from flwr_privshare.launch import SubmissionError, _flwr_json, check_run_config
+from flwr_privshare.launch import LocalSuperLink, SubmissionError, _flwr_json, check_run_config
 
 from .experiments import SIMULATIONS
 
@@ -88,3 +88,20 @@ def test_a_slow_local_superlink_is_given_more_tries_and_other_refusals_none(monk
     with pytest.raises(SubmissionError, match=launch.SLOW_SUPERLINK):
         launch._submit(["run", "app"], {}, retry_after_s=0)
     assert not answers
+
+
+def test_two_local_superlinks_run_side_by_side_and_stop_with_their_blocks() -> None:
+    def running(port: int) -> list[str]:
+        found = subprocess.run(["pgrep", "-af", f"flower-superlink.*{port}"], capture_output=True, text=True)
+        return found.stdout.splitlines()
+
+    with LocalSuperLink() as first, LocalSuperLink() as second:
+        for link in (first, second):
+            env = {**os.environ, **link.environ()}
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+            assert _flwr_json(["ls"], env, "runs")["runs"] == []  # its own SuperLink, started now, ran nothing
+        for link in (first, second):
+            (process,) = running(link.control_port)
+            assert f"127.0.0.1:{link.control_port}" in process and f"--port {link.port}" in process
+        assert {first.port, first.control_port}.isdisjoint({second.port, second.control_port})
+    assert not running(first.control_port) and not running(second.control_port)
