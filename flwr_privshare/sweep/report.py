@@ -71,7 +71,7 @@ def cell_row(spec: SweepSpec, outcome: CellOutcome) -> dict[str, Any]:
         "seed": cell.seed,
         "status": outcome.status,
         "reason": outcome.reason,
-        "settings": json.dumps(spec.settings(cell), sort_keys=True),
+        "settings": spec.settings(cell),
     }
     folder = spec.runs_dir / cell.name
     if (folder / "summary.json").is_file():
@@ -180,7 +180,7 @@ def keep_earlier(spec: SweepSpec, outcome: CellOutcome, earlier: dict[str, dict[
     row = earlier.get(outcome.cell.name)
     if outcome.status != "not run" or row is None:
         return None
-    if row.get("settings") != json.dumps(spec.settings(outcome.cell), sort_keys=True):
+    if row.get("settings") != spec.settings(outcome.cell):
         return None
     return {**row, "status": "recorded", "reason": "its run folder is gone; the row is kept from the earlier report"}
 

@@ -25,6 +25,7 @@ the field (``methods.dp-fedavg-eps8.target-epsilon``) and what is allowed.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -107,10 +108,11 @@ class SweepSpec:
             "run-name": name,
         }
 
-    def settings(self, cell: Cell) -> dict[str, RunConfigValue]:
+    def settings(self, cell: Cell) -> str:
         """What a cell's result depends on, wherever the spec and its runs lie: the app and the run config less the
-        sweep's folder keys, paths relative to the spec file. A row kept from an earlier report counts for a cell
-        only while its settings are the cell's (:func:`~flwr_privshare.sweep.report.write_report`)."""
+        sweep's folder keys, paths relative to the spec file, as JSON with sorted keys (as report rows store it).
+        A row kept from an earlier report counts for a cell only while its settings are the cell's
+        (:func:`~flwr_privshare.sweep.report.write_report`)."""
         here = self.path.parent
         values: dict[str, RunConfigValue] = {"app": os.path.relpath(self.app, here)}
         for key, value in sorted(cell.run_config.items()):
@@ -118,7 +120,7 @@ class SweepSpec:
                 continue
             is_path = key in PATH_KEYS and isinstance(value, str) and value
             values[key] = os.path.relpath(str(value), here) if is_path else value
-        return values
+        return json.dumps(values, sort_keys=True)
 
     def federation_config(self, num_clients: int) -> str:
         """``--federation-config`` of a cell: ``num-supernodes`` plus the spec's ``federation`` values."""
