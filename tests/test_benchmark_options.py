@@ -1,4 +1,4 @@
-"""The DPM transfer benchmark's command-line overrides of the app's run config."""
+"""Benchmarks check their command-line options before they run (DPM transfer overrides, GPU checks, MDP SSIM)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,12 @@ def test_the_gpu_checks_refuse_to_run_without_cuda(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu_checks.main()
     assert written() == before  # refused before anything ran or was written
+
+
+def test_the_mdp_ssim_settings_are_checked_before_anything_trains() -> None:
+    from benchmarks.mdp_ssim import parse_settings
+
+    assert parse_settings("mse:0.1,linf:0.002") == [("mse", 0.1), ("linf", 0.002)]
+    for bad in ("l2:0.1", "mse:0", "mse", "linf:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{bad}': each setting is distance:step-size"):
+            parse_settings(f"mse:0.1,{bad}")
