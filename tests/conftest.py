@@ -12,6 +12,11 @@ import torch
 from flwr_privshare.data import ImageDataset, load_split
 from flwr_privshare.launch import LocalSuperLink
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test workers share the cores: one intra-op thread each, or their OpenMP threads spin against
+    # each other (the flwr runs' Ray actors already train on one thread each).
+    torch.set_num_threads(1)
+
 DATA_ROOT = Path(
     os.environ.get("PRIVSHARE_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
 )
