@@ -118,13 +118,16 @@ def test_a_client_that_hangs_past_the_round_timeout_fails_with_timeout(tmp_path:
 
 
 def killed_run(config: dict[str, Any], at_round: int) -> None:
-    """Run ``config`` in a child process whose clients SIGKILL it when round ``at_round`` starts."""
+    """Run ``config`` in a child process whose clients SIGKILL it when round ``at_round`` starts. The child
+    trains on this process's number of threads, so its numbers are the ones this process would get."""
     script = (
-        "import json, sys; from faulty_app.experiment import EXPERIMENT; from tests.inprocess import run_in_process; "
+        "import json, sys, torch; torch.set_num_threads(int(sys.argv[2])); "
+        "from faulty_app.experiment import EXPERIMENT; from tests.inprocess import run_in_process; "
         "run_in_process(EXPERIMENT, 4, json.loads(sys.argv[1]))"
     )
     env = {**os.environ, KILL_AT_ROUND: str(at_round), "PYTHONPATH": os.pathsep.join([str(ROOT), str(FAULTY_APP)])}
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(config)], env=env, capture_output=True, check=False)
+    command = [sys.executable, "-c", script, json.dumps(config), str(torch.get_num_threads())]
+    done = subprocess.run(command, env=env, capture_output=True, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
 
 
