@@ -58,13 +58,7 @@ from flwr.serverapp.strategy import (
 )
 from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv, get_norm
 
-from flwr_privshare.dp import (
-    SAMPLING_ASSUMPTIONS,
-    UserLevelAccountant,
-    adaptive_round_noise_multiplier,
-    noise_multiplier_for_target,
-    validate_dp_parameters,
-)
+from flwr_privshare import dp  # its accounting (and Opacus) loads when a DPFedAvg is built, not on import
 from flwr_privshare.dp.section import CLIPPING_MODES, SAMPLING_MODES, DPSection
 from flwr_privshare.protocol import ADAPTIVE_CLIPPING_KEY, CLIPPING_NORM_KEY
 
@@ -179,7 +173,7 @@ class DPFedAvg(Strategy):
         clip_norm_lr: float = 0.2,
         clipped_count_stddev: float | None = None,
     ) -> None:
-        validate_dp_parameters(
+        dp.validate_dp_parameters(
             noise_multiplier=noise_multiplier,
             clipping_norm=clipping_norm,
             delta=delta,
@@ -213,7 +207,9 @@ class DPFedAvg(Strategy):
                 clip_norm_lr=clip_norm_lr,
                 clipped_count_stddev=clipped_count_stddev,
             )
-        self.accountant = UserLevelAccountant(noise_multiplier, num_sampled_clients, num_total_clients, delta, sampling)
+        self.accountant = dp.UserLevelAccountant(
+            noise_multiplier, num_sampled_clients, num_total_clients, delta, sampling
+        )
         self._broadcast = ArrayRecord()
         self.unclipped: dict[int, int] = {}
         #: Fixed sampling: rounds in which no reply could be aggregated (no noise drawn, nothing accounted).
@@ -240,7 +236,7 @@ class DPFedAvg(Strategy):
         ValueError
             When the target cannot be reached (checked before any round).
         """
-        validate_dp_parameters(
+        dp.validate_dp_parameters(
             noise_multiplier=1.0,
             clipping_norm=clipping_norm,
             delta=delta,
@@ -250,7 +246,7 @@ class DPFedAvg(Strategy):
         if num_rounds < 1:
             raise ValueError(f"num-rounds must be a positive integer, got {num_rounds}")
         DPSection(target_epsilon=target_epsilon, dp_clipping=clipping)  # the rule: adaptive clipping has no target
-        z = noise_multiplier_for_target(target_epsilon, delta, num_sampled_clients / num_total_clients, num_rounds)
+        z = dp.noise_multiplier_for_target(target_epsilon, delta, num_sampled_clients / num_total_clients, num_rounds)
         return cls(
             strategy,
             noise_multiplier=z,
@@ -378,7 +374,7 @@ class DPFedAvg(Strategy):
         arrays, metrics = adaptive.aggregate_train(server_round, replies)
         if arrays is None:
             return None, metrics
-        z_round = adaptive_round_noise_multiplier(
+        z_round = dp.adaptive_round_noise_multiplier(
             adaptive.noise_multiplier,
             norm_before,
             adaptive.clipping_norm,
@@ -478,5 +474,5 @@ class DPFedAvg(Strategy):
             "rounds_without_replies": list(self.rounds_without_replies),
             "accountant": "opacus-rdp",
             "sampling": self.sampling,
-            "sampling_assumption": SAMPLING_ASSUMPTIONS[self.sampling],
+            "sampling_assumption": dp.SAMPLING_ASSUMPTIONS[self.sampling],
         }

@@ -60,3 +60,16 @@ def test_importing_the_package_is_light_and_opacus_leaves_the_root_logger_alone(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "0"  # Opacus's import-time basicConfig handler is gone
+
+
+def test_the_apps_load_without_the_libraries_only_some_runs_use() -> None:
+    # Every Ray actor, SuperNode and ServerApp process imports its app: scikit-learn, SciPy's statistics,
+    # pyplot and Opacus load in the runs that attack, plot or use DP, not in every process of every run.
+    code = (
+        "import sys\n"
+        "import visualmixer_cifar.client_app, visualmixer_cifar.server_app\n"
+        "print(sorted(m for m in ('opacus', 'sklearn', 'scipy.stats', 'matplotlib.pyplot') if m in sys.modules))\n"
+    )
+    app_root = EXTENSION_APP.parents[1] / "simulations" / "visualmixer_cifar"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=app_root)
+    assert done.stdout.strip() == "[]"

@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 
 from .evaluation import STRETCH_TAIL
 
 
+def pyplot() -> Any:
+    """Matplotlib's pyplot on the Agg backend, imported on first use: clients that never plot skip its import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def reconstruction_grid(rows: Mapping[str, torch.Tensor]) -> Any:
     """One row of images per entry (``{"original": x, "from original features": ...}``), images in [0, 1]."""
+    plt = pyplot()
     names = list(rows)
     count = len(next(iter(rows.values())))
     figure, axes = plt.subplots(len(names), count, figsize=(1.2 * count, 1.3 * len(names)), squeeze=False)
@@ -38,6 +45,7 @@ def audit_bars(report: Mapping[str, float], reconstructors: list[str]) -> Any:
     reconstructor's output stretched between quantiles (:data:`STRETCH_TAIL`), and marks
     the reference levels of :func:`~flwr_privshare.poisoning.evaluation.reference_ssim`.
     """
+    plt = pyplot()
     figure, (accuracy_axis, ssim_axis, l1_axis) = plt.subplots(
         1, 3, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 3, 3]}
     )

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
-from sklearn.metrics import roc_auc_score, roc_curve
+
+# SciPy and scikit-learn are imported where used: every client process imports this module (attacks
+# register on import) and never scores.
 
 #: False-positive rates at which the true-positive rate is reported.
 LOW_FPRS = (0.01, 0.001)
@@ -33,6 +34,8 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
 
 def roc_metrics(is_member: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """AUC, balanced accuracy and TPR at 1% and 0.1% FPR of ``scores`` (higher = member)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fpr, tpr, _ = roc_curve(is_member, scores)
     metrics = {
         "auc": float(roc_auc_score(is_member, scores)),
@@ -45,6 +48,8 @@ def roc_metrics(is_member: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 def _clopper_pearson(successes: np.ndarray, trials: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided ``1 - alpha`` Clopper-Pearson interval of a binomial rate, element-wise."""
+    from scipy.stats import beta
+
     lower = np.where(successes > 0, beta.ppf(alpha / 2, successes, trials - successes + 1), 0.0)
     upper = np.where(successes < trials, beta.ppf(1 - alpha / 2, successes + 1, trials - successes), 1.0)
     return lower, upper
@@ -52,6 +57,8 @@ def _clopper_pearson(successes: np.ndarray, trials: int, alpha: float) -> tuple[
 
 def empirical_epsilon(is_member: np.ndarray, scores: np.ndarray, delta: float, confidence: float = 0.95) -> float:
     """The largest epsilon lower bound over all thresholds, with ``confidence`` (0 when none is positive)."""
+    from sklearn.metrics import roc_curve
+
     is_member = np.asarray(is_member, dtype=bool)
     positives, negatives = int(is_member.sum()), int((~is_member).sum())
     fpr, tpr, _ = roc_curve(is_member, scores)
@@ -71,6 +78,7 @@ def empirical_epsilon(is_member: np.ndarray, scores: np.ndarray, delta: float, c
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str) -> Any:
     """A log-log ROC figure with one curve per ``{label: (is_member, scores)}`` and the chance line."""
     import matplotlib
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

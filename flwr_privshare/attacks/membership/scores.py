@@ -19,10 +19,10 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
+
+# SciPy and scikit-learn are imported where used: every client process imports this module (attacks
+# register on import) and never scores.
 
 #: The candidate values of RMIA's ``a`` (the paper's sweep).
 RMIA_A_GRID = tuple(round(0.1 * step, 1) for step in range(11))
@@ -75,6 +75,8 @@ def lira_scores(
         online: compare IN with OUT (needs both for every candidate); else the offline test.
         fixed_variance: one standard deviation per side for all candidates.
     """
+    from scipy.special import log_ndtr
+
     reference_in = np.asarray(reference_in, dtype=bool)
     mean_out, var_out, count_out = _masked_moments(reference_confidence, ~reference_in)
     if (count_out == 0).any():
@@ -151,6 +153,8 @@ def tune_rmia_a(
     Returns:
         The best ``a`` of :data:`RMIA_A_GRID`, or :data:`RMIA_DEFAULT_A` with one reference model.
     """
+    from sklearn.metrics import roc_auc_score
+
     if probability.shape[0] < 2:
         return RMIA_DEFAULT_A
     truth = np.asarray(reference_in[0], dtype=bool)
@@ -177,6 +181,8 @@ def shadow_scores(
         target_features: ``(M, F)`` features of the candidates under the target model.
         seed: the classifier's seed.
     """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     features = reference_features.reshape(-1, reference_features.shape[-1])
     labels = np.asarray(reference_in, dtype=bool).reshape(-1)
     classifier = HistGradientBoostingClassifier(max_iter=200, random_state=seed % 2**32)
