@@ -45,9 +45,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.relative_to(ROOT).as_posix(), len(rank)))
 
 
-DATA_ROOT = Path(
-    os.environ.get("PRIVSHARE_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
-)
+DATA_ROOT = Path(os.environ.get("PRIVSHARE_DATA_ROOT", ROOT.parent / "shared" / "datasets"))
 
 
 @pytest.fixture(scope="session")
