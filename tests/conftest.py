@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # each other (the flwr runs' Ray actors already train on one thread each).
     torch.set_num_threads(1)
 
-# The test files that start Flower runs or train for minutes, longest first (about 300 s down to 30 s on 2 cores).
+# The test files that start Flower runs or train for minutes, longest first (about 200 s down to 20 s on 2 cores).
 # xdist hands whole files to the workers (--dist loadfile) in collection order (--no-loadscope-reorder): the long
 # ones go first and the short ones fill in at the end, so the workers finish together instead of one of them
 # starting a long file while the other runs out of work.
