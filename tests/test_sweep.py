@@ -11,7 +11,7 @@ import pytest
 
 from flwr_privshare.sweep import CellOutcome, SpecError, load_spec, run_sweep, write_report
 from flwr_privshare.sweep.__main__ import main
-from flwr_privshare.sweep.report import aggregate
+from flwr_privshare.sweep.report import aggregate, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTY_APP = ROOT / "tests" / "faulty_app"
@@ -72,6 +72,17 @@ def test_the_aggregates_are_the_mean_and_spread_over_seeds() -> None:
     assert (entry["seeds"], entry["finished"]) == (3, 2)
     assert entry["accuracy_mean"] == pytest.approx(0.6) and entry["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
     assert entry["epsilon_mean"] is None and entry["round_time_s_mean"] == pytest.approx(3.0)
+
+
+def test_the_table_shows_a_spread_only_where_more_than_one_seed_finished(tmp_path: Path, data_root: Path) -> None:
+    rows = [
+        {"method_name": "plain", "num_clients": 2, "accuracy": 0.5, "round_time_s": 2.0},
+        {"method_name": "plain", "num_clients": 2, "accuracy": 0.7, "round_time_s": 4.0},
+        {"method_name": "plain", "num_clients": 3, "accuracy": 0.4, "round_time_s": 5.0},
+    ]
+    report = markdown(load_spec(write_spec(tmp_path, data_root)), aggregate(rows), [])
+    assert "| plain | 2 | 2/2 | 60.0% ± 14.1% | 3 ± 1.4 |" in report
+    assert "| plain | 3 | 1/1 | 40.0% | 5 |" in report
 
 
 @pytest.fixture(scope="module")

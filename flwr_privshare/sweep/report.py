@@ -103,7 +103,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequence[CellOutcome]) -> str:
-    """The aggregate table (mean ± std over seeds), and the failed cells."""
+    """The aggregate table (mean ± std over seeds; the mean alone where one seed finished), and the failed cells."""
     labels, percent = aggregated_columns(), percent_columns()
     columns = [column for column in labels if any(row[f"{column}_mean"] is not None for row in table)]
     header = ["method", "clients", "seeds finished", *(labels[column] for column in columns)]
@@ -118,12 +118,13 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
         cells = [row["method_name"], str(row["num_clients"]), f"{row['finished']}/{row['seeds']}"]
         for column in columns:
             mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+            spread = row["finished"] > 1  # one seed has no spread to show
             if mean is None:
                 cells.append("-")
             elif column in percent:
-                cells.append(f"{mean:.1%} ± {std:.1%}")
+                cells.append(f"{mean:.1%} ± {std:.1%}" if spread else f"{mean:.1%}")
             else:
-                cells.append(f"{mean:.3g} ± {std:.2g}")
+                cells.append(f"{mean:.3g} ± {std:.2g}" if spread else f"{mean:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
