@@ -116,9 +116,9 @@ def markdown(spec: SweepSpec, table: Sequence[dict[str, Any]], outcomes: Sequenc
     ]
     for row in table:
         cells = [row["method_name"], str(row["num_clients"]), f"{row['finished']}/{row['seeds']}"]
+        spread = row["finished"] > 1  # one seed has no spread to show
         for column in columns:
             mean, std = row[f"{column}_mean"], row[f"{column}_std"]
-            spread = row["finished"] > 1  # one seed has no spread to show
             if mean is None:
                 cells.append("-")
             elif column in percent:
