@@ -130,19 +130,66 @@ def check_run_config(app_dir: str | Path, run_config: Mapping[str, RunConfigValu
 
 
 def _stop_superlink(port: int, grace_s: float = 10.0) -> None:
-    """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it) and wait until
-    it is gone: SIGTERM, then SIGKILL after ``grace_s``."""
+    """Stop the local SuperLink listening on ``port`` (Flower has no CLI command for it) and everything
+    it started, and wait until they are gone: SIGTERM, then SIGKILL after ``grace_s``.
+
+    Its SuperExec, a simulation still running (``flwr stop`` only asks the ServerApp to stop between
+    messages, so a client that hangs keeps it alive) and that simulation's Ray processes would
+    otherwise outlive it: some of Ray's survive even their driver's SIGTERM. The SuperExec starts a
+    process group of its own, which everything below it (Ray's workers and agents too) stays in, so
+    the groups below the SuperLink are signalled as well as the processes found in the tree.
+    """
     found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False)
-    pids = [int(pid) for pid in found.stdout.split()]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    superlinks = [int(pid) for pid in found.stdout.split()]
+    pids = superlinks + _descendants(superlinks)
+    groups = {group for pid in pids if (group := _process_group(pid)) not in (None, os.getpgrp())}
+    _signal_all(pids, groups, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while (alive := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+    while _signal_all(pids, groups, 0) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in alive:
+    _signal_all(pids, groups, signal.SIGKILL)
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    """Every process below ``pids``: children, their children, ..."""
+    found: list[int] = []
+    frontier = pids
+    while frontier:
+        children = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
+        frontier = [int(pid) for pid in children.stdout.split()]
+        found += frontier
+    return found
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _signal_all(pids: list[int], groups: set[int], signum: int) -> bool:
+    """Send ``signum`` (0: none, only look) to every live process of ``pids`` and of the process groups
+    ``groups``; whether there was any (a zombie waiting for its parent does not count)."""
+    members = {pid for group in groups for pid in _group_members(group)}
+    live = [pid for pid in set(pids) | members if _running(pid)]
+    for pid in live:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
+    return bool(live)
+
+
+def _group_members(group: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its parent is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def _status(run_id: int, env: Mapping[str, str]) -> str:
@@ -169,6 +216,9 @@ def _follow_log(
                     on_line(line)
                 if echo:
                     print(line, end="", flush=True)
+        except BaseException:
+            stream.kill()  # else leaving the block waits for ``flwr log``, which only ends with the run
+            raise
         finally:
             timer.cancel()
     return "".join(lines)
@@ -275,12 +325,26 @@ def _submit_and_wait(
     if federation_config:
         args += ["--federation-config", federation_config]
     run_id = _submit(args, env)
-    log = _follow_log(run_id, env, timeout_s, echo, on_line)
-    status = _status(run_id, env)
-    while not status.startswith("finished"):  # the log stream ended early
-        time.sleep(poll_s)
+    try:
+        log = _follow_log(run_id, env, timeout_s, echo, on_line)
         status = _status(run_id, env)
+        while not status.startswith("finished"):  # the log stream ended early
+            time.sleep(poll_s)
+            status = _status(run_id, env)
+    except BaseException:  # Ctrl-C or SIGTERM (see stop_on_sigterm): the run must not go on without us
+        subprocess.run(["flwr", "stop", str(run_id)], env=env, capture_output=True, check=False)
+        raise
     return RunOutcome(run_id, status, log)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind the program as Ctrl-C does, so that a command killed by a scheduler or
+    ``kill`` still stops its run and its :class:`LocalSuperLink` instead of leaving them running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main() -> None:
@@ -294,6 +358,7 @@ def main() -> None:
     args = parser.parse_args()
     from .config import ConfigError
 
+    stop_on_sigterm()
     try:
         outcome = run_app(
             args.app_dir,
@@ -306,6 +371,9 @@ def main() -> None:
     except (ConfigError, SubmissionError) as error:
         print(f"privshare-run: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as interruption:
+        print(f"privshare-run: interrupted ({interruption or 'Ctrl-C'}); the run was stopped", file=sys.stderr)
+        sys.exit(130)
     print(f"run {outcome.run_id}: {outcome.status}")
     sys.exit(0 if outcome.completed else 1)
 

@@ -1,16 +1,20 @@
-"""privshare-run checks the run config against the app before it submits, and shows Flower's own refusals."""
+"""privshare-run checks the run config against the app before it submits, shows Flower's own refusals, and
+stops its run and everything the run started when it is interrupted."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from flwr_privshare.config import ConfigError
-from flwr_privshare.launch import LocalSuperLink, SubmissionError, _flwr_json, check_run_config
+from flwr_privshare.launch import LocalSuperLink, SubmissionError, _flwr_json, check_run_config, format_run_config
 
 from .experiments import SIMULATIONS
 
@@ -105,3 +109,53 @@ def test_two_local_superlinks_run_side_by_side_and_stop_with_their_blocks() -> N
             assert f"127.0.0.1:{link.control_port}" in process and f"--port {link.port}" in process
         assert {first.port, first.control_port}.isdisjoint({second.port, second.control_port})
     assert not running(first.control_port) and not running(second.control_port)
+
+
+def marked_processes(marker: str) -> list[str]:
+    """The command lines of the live processes (not this one) whose environment holds ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes() and " Z " not in (proc / "stat").read_text():
+                found.append((proc / "cmdline").read_text().replace("\0", " "))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+def test_a_terminated_command_stops_its_run_its_superlink_and_rays_processes(data_root: Path, tmp_path: Path) -> None:
+    # Round 1 of the faulty app's 2 clients never ends (partition 0 sleeps 10 minutes in it); SIGTERM to
+    # privshare-run must leave no process behind: not the SuperLink, not the simulation, not Ray's.
+    marker = f"PRIVSHARE_TEST_MARKER={uuid.uuid4().hex}"
+    config = {
+        "dataset": "ylecun/mnist",
+        "data-dir": str(data_root / "mnist"),
+        "output-dir": str(tmp_path),
+        "samples-per-client": 32,
+        "test-size": 64,
+        "public-size": 0,
+        "sleep-partition": 0,
+        "sleep-seconds": 600.0,
+        "sleep-round": 1,
+    }
+    command = [str(Path(sys.executable).parent / "privshare-run"), str(Path(__file__).parent / "faulty_app")]
+    command += ["--isolated", "--run-config", format_run_config(config), "--federation-config", "num-supernodes=2"]
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "configure_train" in line:  # round 1 is under way
+                break
+        while not any("ClientAppActor" in line for line in marked_processes(marker)):
+            assert process.poll() is None, "the run ended before its clients started"
+            time.sleep(0.5)
+        started = " ".join(marked_processes(marker))
+        assert all(name in started for name in ("flower-superlink", "flwr-simulation", "raylet", "gcs_server"))
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    assert "privshare-run: interrupted (signal SIGTERM); the run was stopped" in output
+    assert marked_processes(marker) == []
+    assert not list(tmp_path.glob("*/summary.json"))

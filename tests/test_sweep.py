@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,27 @@ def test_a_non_positive_client_count_fails_before_anything_runs(
         main([str(spec)])
     assert stopped.value.code == 2 and "clients: 0 is not a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_the_sweep_with_exit_130_and_says_the_finished_cells_are_kept(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The SIGTERM unwinds like Ctrl-C (so the running cell's run and the SuperLink are stopped: see
+    # test_launch); here it arrives while the sweep runs, in this process.
+    import flwr_privshare.sweep as sweep
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(sweep, "run_sweep", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main([str(write_spec(tmp_path, data_root)), "--quiet"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert stopped.value.code == 130
+    assert "privshare-sweep: interrupted (signal SIGTERM); the running cell was stopped" in capsys.readouterr().err
 
 
 def test_the_aggregates_are_the_mean_and_spread_over_seeds() -> None:

@@ -5,7 +5,8 @@ The tables cover every cell of the spec: ``--methods`` and ``--clients`` only ch
 ``--report-only`` runs nothing and rewrites the tables from the finished run folders (and, for
 folders since deleted, the rows the earlier report recorded). Exits 0 when
 every cell that was to run finished (now or before), 1 when some cell failed (the others still ran;
-``sweep.md`` lists the failed ones with their logs), 2 when the spec is refused before anything ran.
+``sweep.md`` lists the failed ones with their logs), 2 when the spec is refused before anything ran, 130 when
+interrupted (Ctrl-C or SIGTERM: the running cell's run and the sweep's SuperLink are stopped).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from ..launch import stop_on_sigterm
     from . import SpecError, load_spec, run_sweep, write_report
 
     parser = argparse.ArgumentParser(prog="privshare-sweep", description=__doc__)
@@ -34,7 +36,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SpecError as error:
         print(f"privshare-sweep: {error}", file=sys.stderr)
         sys.exit(2)
-    outcomes = [] if args.report_only else run_sweep(spec, progress=not args.quiet)
+    stop_on_sigterm()
+    try:
+        outcomes = [] if args.report_only else run_sweep(spec, progress=not args.quiet)
+    except KeyboardInterrupt as interruption:
+        print(
+            f"privshare-sweep: interrupted ({interruption or 'Ctrl-C'}); the running cell was stopped, the finished "
+            "ones are kept: the same command runs the rest",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     print(write_report(spec, outcomes).read_text())
     sys.exit(0 if all(outcome.passed for outcome in outcomes) else 1)
 
