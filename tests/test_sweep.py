@@ -138,6 +138,7 @@ def test_a_small_sweep_runs_every_cell_and_reports_it(small_sweep: tuple[Path, l
     noise = json.loads((out / "runs" / "dp-fedavg-c2-s7" / "summary.json").read_text())["privacy"]["dp-fedavg"]
     assert float(rows["dp-fedavg-c2-s7"]["noise_multiplier"]) == noise["noise_multiplier"]
     assert rows["plain-c2-s7"]["noise_multiplier"] == "" and rows["plain-c2-s7"]["plain_accuracy"] == ""
+    assert json.loads((out / "sweep.json").read_text())["spec"] == "../sweep.toml"  # portable: relative to it
     summary = json.loads((out / "runs" / "dp-fedavg-c3-s7" / "summary.json").read_text())
     assert summary["client_failures"] == 1 and summary["seed"] == 7  # the raising client is counted, the run went on
     for plot in ("accuracy_vs_clients", "epsilon_vs_clients", "round_time_vs_clients"):

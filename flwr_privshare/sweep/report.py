@@ -1,7 +1,7 @@
 """The sweep's tables and plots: one row per cell, and per method and client count the mean and spread over seeds.
 
 Writes into the sweep's output folder: ``sweep.csv`` (one row per cell, every column of
-``privshare-report`` plus the round time), ``sweep.json`` (the cells, the aggregates, the spec and
+``privshare-report`` plus the round time), ``sweep.json`` (the cells, the aggregates, the spec's path from it and
 package versions), ``sweep.md`` (the aggregate table) and the plots ``accuracy_vs_clients.png``,
 ``epsilon_vs_clients.png`` (DP methods), ``round_time_vs_clients.png`` and ``attack_vs_clients.png``
 (when some cell was attacked).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,7 +206,12 @@ def write_report(spec: SweepSpec, outcomes: Sequence[CellOutcome] = ()) -> Path:
     atomic_write_csv(spec.output_dir / "sweep.csv", rows)
     atomic_write_json(
         spec.output_dir / "sweep.json",
-        {"spec": str(spec.path), "cells": rows, "aggregates": table, "versions": package_versions()},
+        {
+            "spec": os.path.relpath(spec.path, spec.output_dir),  # like the settings, portable with the folders
+            "cells": rows,
+            "aggregates": table,
+            "versions": package_versions(),
+        },
     )
     for column, stem in (
         ("accuracy", "accuracy_vs_clients"),
