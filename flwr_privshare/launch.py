@@ -139,9 +139,7 @@ def _stop_superlink(port: int, grace_s: float = 10.0) -> None:
     process group of its own, which everything below it (Ray's workers and agents too) stays in, so
     the groups below the SuperLink are signalled as well as the processes found in the tree.
     """
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True, check=False)
-    superlinks = [int(pid) for pid in found.stdout.split()]
-    pids = superlinks + _descendants(superlinks)
+    pids = superlink_tree(port)
     groups = {group for pid in pids if (group := _process_group(pid)) not in (None, os.getpgrp())}
     _signal_all(pids, groups, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -150,15 +148,17 @@ def _stop_superlink(port: int, grace_s: float = 10.0) -> None:
     _signal_all(pids, groups, signal.SIGKILL)
 
 
-def _descendants(pids: list[int]) -> list[int]:
-    """Every process below ``pids``: children, their children, ..."""
-    found: list[int] = []
-    frontier = pids
+def superlink_tree(port: int) -> list[int]:
+    """The pids of the local SuperLink listening on ``port`` and of every process below it (its SuperExec,
+    running simulations, their Ray processes), parents before children."""
+    superlinks = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"], capture_output=True, text=True)
+    frontier = [int(pid) for pid in superlinks.stdout.split()]
+    tree = list(frontier)
     while frontier:
         children = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
         frontier = [int(pid) for pid in children.stdout.split()]
-        found += frontier
-    return found
+        tree += frontier
+    return tree
 
 
 def _process_group(pid: int) -> int | None:

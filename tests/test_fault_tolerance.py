@@ -24,7 +24,7 @@ import torch
 
 from flwr_privshare.config import ConfigError
 from flwr_privshare.environment import EnvironmentCheckError
-from flwr_privshare.launch import LocalSuperLink, run_app
+from flwr_privshare.launch import LocalSuperLink, run_app, superlink_tree
 from flwr_privshare.protocol import TRAIN_SECONDS
 
 from .inprocess import run_in_process
@@ -274,14 +274,9 @@ def test_failing_and_hanging_clients_under_flwr_run_and_ray(
 
 def simulation_process(superlink: LocalSuperLink) -> int | None:
     """The pid of the simulation process (ServerApp and Ray driver) under ``superlink``, if one runs."""
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{superlink.port}"], capture_output=True, text=True)
-    frontier = [int(pid) for pid in found.stdout.split()]
-    while frontier:
-        children = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
-        frontier = [int(pid) for pid in children.stdout.split()]
-        for pid in frontier:
-            if "flwr-simulation" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                return pid
+    for pid in superlink_tree(superlink.port):
+        if "flwr-simulation" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            return pid
     return None
 
 

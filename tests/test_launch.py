@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from flwr_privshare.config import ConfigError
-from flwr_privshare.launch import LocalSuperLink, SubmissionError, _flwr_json, check_run_config, format_run_config
+from flwr_privshare.launch import (
+    LocalSuperLink,
+    SubmissionError,
+    _flwr_json,
+    _running,
+    check_run_config,
+    format_run_config,
+)
 
 from .experiments import SIMULATIONS
 
@@ -118,17 +125,20 @@ def marked_processes(marker: str) -> list[str]:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if marker.encode() in (proc / "environ").read_bytes() and " Z " not in (proc / "stat").read_text():
+            if marker.encode() in (proc / "environ").read_bytes() and _running(int(proc.name)):
                 found.append((proc / "cmdline").read_text().replace("\0", " "))
         except OSError:  # gone meanwhile, or not ours
             continue
     return found
 
 
-def test_a_terminated_command_stops_its_run_its_superlink_and_rays_processes(data_root: Path, tmp_path: Path) -> None:
-    # Round 1 of the faulty app's 2 clients never ends (partition 0 sleeps 10 minutes in it); SIGTERM to
-    # privshare-run must leave no process behind: not the SuperLink, not the simulation, not Ray's.
-    marker = f"PRIVSHARE_TEST_MARKER={uuid.uuid4().hex}"
+def test_a_terminated_command_stops_its_run_and_its_superlink_stops_everything_below_it(
+    data_root: Path, tmp_path: Path
+) -> None:
+    # Round 1 of the faulty app's 2 clients never ends (partition 0 sleeps 10 minutes in it). SIGTERM to
+    # privshare-run must stop the run on the SuperLink (which lives on), and the SuperLink's stop must
+    # leave no process behind: not its SuperExec, not the simulation, not Ray's.
+    marker = uuid.uuid4().hex
     config = {
         "dataset": "ylecun/mnist",
         "data-dir": str(data_root / "mnist"),
@@ -141,21 +151,25 @@ def test_a_terminated_command_stops_its_run_its_superlink_and_rays_processes(dat
         "sleep-round": 1,
     }
     command = [str(Path(sys.executable).parent / "privshare-run"), str(Path(__file__).parent / "faulty_app")]
-    command += ["--isolated", "--run-config", format_run_config(config), "--federation-config", "num-supernodes=2"]
-    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "configure_train" in line:  # round 1 is under way
-                break
-        while not any("ClientAppActor" in line for line in marked_processes(marker)):
-            assert process.poll() is None, "the run ended before its clients started"
-            time.sleep(0.5)
-        started = " ".join(marked_processes(marker))
-        assert all(name in started for name in ("flower-superlink", "flwr-simulation", "raylet", "gcs_server"))
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, output[-3000:]
-    assert "privshare-run: interrupted (signal SIGTERM); the run was stopped" in output
+    command += ["--run-config", format_run_config(config), "--federation-config", "num-supernodes=2"]
+    with LocalSuperLink() as link:
+        env = {**os.environ, **link.environ(), "PRIVSHARE_TEST_MARKER": marker}
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
+            assert run.stdout is not None
+            for line in run.stdout:
+                if "configure_train" in line:  # round 1 is under way
+                    break
+            while not any("ClientAppActor" in line for line in marked_processes(marker)):
+                assert run.poll() is None, "the run ended before its clients started"
+                time.sleep(0.5)
+            started = " ".join(marked_processes(marker))
+            assert all(name in started for name in ("flower-superlink", "flwr-simulation", "raylet", "gcs_server"))
+            run.send_signal(signal.SIGTERM)
+            output, _ = run.communicate(timeout=120)
+        assert run.returncode == 130, output[-3000:]
+        assert "privshare-run: interrupted (signal SIGTERM); the run was stopped" in output
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        (listed,) = _flwr_json(["ls"], env, "runs")["runs"]
+        assert listed["status"] == "finished:stopped"
     assert marked_processes(marker) == []
     assert not list(tmp_path.glob("*/summary.json"))

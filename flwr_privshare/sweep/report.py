@@ -1,7 +1,7 @@
 """The sweep's tables and plots: one row per cell, and per method and client count the mean and spread over seeds.
 
 Writes into the sweep's output folder: ``sweep.csv`` (one row per cell, every column of
-``privshare-report`` plus the round time), ``sweep.json`` (the cells, the aggregates, the spec's path from it and
+``privshare-report`` plus the round time), ``sweep.json`` (the cells, the aggregates, the spec's path relative to it and
 package versions), ``sweep.md`` (the aggregate table) and the plots ``accuracy_vs_clients.png``,
 ``epsilon_vs_clients.png`` (DP methods), ``round_time_vs_clients.png`` and ``attack_vs_clients.png``
 (when some cell was attacked).
